@@ -1,0 +1,45 @@
+# edgekit: `make demo` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.edgekit-installed
+APT_STAMP := $(VENV)/.edgekit-apt
+PYTEST_ARGS ?=
+
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup system-packages demo test test-fast bench clean
+
+setup: $(STAMP) $(APT_STAMP)
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml $(VENV)/bin/python
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[tf,report,examples,dev]'
+	touch $@
+
+# Debian packages (cross compiler, QEMU, sshd, ...) come from tools/apt-packages.txt.
+$(APT_STAMP): tools/apt-packages.txt $(VENV)/bin/python
+	bash tools/install-system-packages.sh tools/apt-packages.txt
+	touch $@
+
+system-packages: $(APT_STAMP)
+
+demo: setup
+	$(PY) examples/digits/run.py --out build/digits
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow and not qemu" $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf build dist .pytest_cache

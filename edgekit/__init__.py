@@ -1,0 +1,43 @@
+"""edgekit: shrink Keras models and put them on phones, Raspberry Pis and microcontrollers.
+
+The public API is re-exported here lazily, so ``import edgekit`` stays instant and TensorFlow is only
+imported by the functions that need it::
+
+    import edgekit
+    result = edgekit.convert("digits.keras", data="train.npz", eval_data="test.npz",
+                             recipe=edgekit.Recipe.from_flags(prune=0.75, quantize="int8"),
+                             out_dir="build/digits")
+"""
+from __future__ import annotations
+
+import importlib
+
+from edgekit._version import __version__
+
+# public name -> "module:attribute"
+_LAZY = {
+    "convert": "edgekit.conversion.pipeline:convert",
+    "ConvertResult": "edgekit.conversion.pipeline:ConvertResult",
+    "Recipe": "edgekit.optimize.recipe:Recipe",
+    "load_recipe": "edgekit.optimize.recipe:load_recipe",
+    "load_data": "edgekit.conversion.data:load_data",
+    "load_model": "edgekit.optimize.loading:load_model",
+    "errors": "edgekit.errors",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'edgekit' has no attribute {name!r}")
+    mod_name, _, attr = target.partition(":")
+    mod = importlib.import_module(mod_name)
+    value = getattr(mod, attr) if attr else mod
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,103 @@
+"""The `edgekit` command. Parses flags, calls the SDK, prints; no logic lives here.
+
+Each command group is a module in this package with ``register(app)``. Nothing heavy (TensorFlow,
+LiteRT, TFLM) is imported at start-up: commands import the SDK inside their function bodies.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import typer
+
+from edgekit._version import __version__
+
+# One line per command module; each defines register(app).
+COMMAND_MODULES = (
+    "edgekit.cli.convert_cmd",
+)
+
+app = typer.Typer(
+    name="edgekit",
+    help="Shrink Keras models and put them on phones, Raspberry Pis and microcontrollers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"edgekit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """edgekit: prune, cluster, quantize, convert, export, flash and profile models for the edge.
+
+    Exit codes: 0 ok, 2 usage, 3 input file, 4 data, 5 unsupported model, 6 conversion,
+    7 board/fit, 8 external tool, 9 device link, 10 validation, 11 output, 12 missing
+    dependency, 13 native crash, 130 interrupted. EDGEKIT_DEBUG=1 shows tracebacks.
+    """
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+def _debug() -> bool:
+    return os.environ.get("EDGEKIT_DEBUG", "") not in ("", "0")
+
+
+def report_error(exc: BaseException) -> int:
+    """Print one line (plus a hint) for an exception and return the exit code. Shared by the CLI."""
+    from edgekit.errors import EdgekitError
+
+    if isinstance(exc, EdgekitError):
+        sys.stderr.write(f"edgekit: error: {exc.message}\n")
+        if exc.hint:
+            sys.stderr.write(f"  hint: {exc.hint}\n")
+        return exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        sys.stderr.write("edgekit: interrupted; finished outputs were kept, none were half-written\n")
+        return 130
+    if isinstance(exc, MemoryError):
+        sys.stderr.write("edgekit: error: out of memory\n")
+        return 1
+    sys.stderr.write(f"edgekit: internal error: {type(exc).__name__}: {exc}\n"
+                     "  hint: run again with EDGEKIT_DEBUG=1 for the traceback and report it\n")
+    return 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    import click
+
+    try:
+        rv = app(args=argv, prog_name="edgekit", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        sys.stderr.write("edgekit: interrupted\n")
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(2 if e.exit_code == 2 else e.exit_code)
+    except BaseException as e:  # noqa: BLE001 - the one place that turns exceptions into exit codes
+        if isinstance(e, SystemExit):
+            raise
+        if _debug():
+            import traceback
+
+            traceback.print_exc()
+        sys.exit(report_error(e))
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

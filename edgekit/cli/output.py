@@ -1,0 +1,99 @@
+"""One Output object per command: human (rich, stdout), json (one document on stdout) or quiet.
+
+Data goes to stdout, diagnostics (warnings, progress) to stderr. Progress bars and colour only when
+the stream is a terminal.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+
+def _jsonable(obj: Any) -> Any:
+    import numpy as np  # numpy is light and always present
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    if hasattr(obj, "__fspath__"):
+        return str(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, indent=2, default=_jsonable, sort_keys=False)
+
+
+class Output:
+    def __init__(self, json_mode: bool = False, quiet: bool = False):
+        self.json_mode = json_mode
+        self.quiet = quiet
+        self._console = None
+        self._err_console = None
+
+    @property
+    def console(self):
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(highlight=False, soft_wrap=True)
+        return self._console
+
+    @property
+    def err(self):
+        if self._err_console is None:
+            from rich.console import Console
+
+            self._err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+        return self._err_console
+
+    @property
+    def interactive(self) -> bool:
+        return not self.json_mode and not self.quiet and sys.stdout.isatty()
+
+    def result(self, data: Any, human: Callable[["Output", Any], None] | None = None) -> None:
+        """Print the command's result: JSON document, or the human rendering."""
+        if self.json_mode:
+            sys.stdout.write(dumps(data) + "\n")
+            sys.stdout.flush()
+        elif not self.quiet:
+            if human is not None:
+                human(self, data)
+            else:
+                self.console.print(dumps(data))
+
+    def info(self, message: str) -> None:
+        if not self.quiet and not self.json_mode:
+            self.err.print(message)
+
+    def warn(self, message: str) -> None:
+        # Warnings go to stderr in every mode (stdout stays one JSON document).
+        sys.stderr.write(f"edgekit: warning: {message}\n")
+        sys.stderr.flush()
+
+    @contextmanager
+    def progress(self) -> Iterator[Callable[[str, float, float | None], None]]:
+        """Yields a progress callback ``report(task, completed, total)`` (see edgekit.progress).
+
+        Draws rich progress bars on stderr when it is a terminal; otherwise the callback does nothing.
+        """
+        if self.json_mode or self.quiet or not sys.stderr.isatty():
+            yield lambda task, completed, total=None: None
+            return
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn)
+
+        tasks: dict[str, Any] = {}
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=self.err, transient=False) as bar:
+            def report(task: str, completed: float, total: float | None = None) -> None:
+                if task not in tasks:
+                    tasks[task] = bar.add_task(task, total=total)
+                bar.update(tasks[task], completed=completed, total=total)
+
+            yield report

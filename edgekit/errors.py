@@ -1,0 +1,137 @@
+"""One exception tree for edgekit.
+
+Every error a user can cause or meet derives from :class:`EdgekitError`. Each class carries the exit
+code the CLI returns for it (documented in docs/cli.md) and an optional ``hint``: the one thing to do
+about it. The CLI prints ``edgekit: error: <message>`` (plus ``hint: ...``) on stderr and never a
+traceback unless ``EDGEKIT_DEBUG=1``. Causes are chained with ``raise ... from e``.
+"""
+from __future__ import annotations
+
+
+class EdgekitError(Exception):
+    """Base class. ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None, **context):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.context = context
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(EdgekitError):
+    """Bad option values or combinations (a pruning target outside (0, 1), ...)."""
+
+    exit_code = 2
+
+
+class InputFileError(EdgekitError):
+    """A file that is missing, unreadable, or not what the command needs."""
+
+    exit_code = 3
+
+
+class ModelFormatError(InputFileError):
+    """A model file that is corrupt, truncated, or of the wrong kind."""
+
+
+class DataError(EdgekitError):
+    """Calibration / evaluation data with the wrong shape, dtype, NaNs, missing labels, ..."""
+
+    exit_code = 4
+
+
+class UnsupportedModelError(EdgekitError):
+    """A valid model that a stage cannot handle (layers TF-MOT refuses, Lambda layers, ...)."""
+
+    exit_code = 5
+
+
+class ConversionError(EdgekitError):
+    """The converter, TF-MOT or the compressor failed on a model they should handle."""
+
+    exit_code = 6
+
+
+class RecipeError(UsageError):
+    """A recipe YAML file with unknown keys, wrong types or out-of-range values."""
+
+
+class BoardError(EdgekitError):
+    """Unknown board, invalid board file, or a model that does not fit the board."""
+
+    exit_code = 7
+
+
+class ModelTooLarge(BoardError):
+    """Model + arena + firmware exceed the board's flash or RAM."""
+
+
+class ToolMissing(EdgekitError):
+    """An external program (arduino-cli, adb, ssh, ...) is not installed."""
+
+    exit_code = 8
+
+
+class ToolFailed(EdgekitError):
+    """An external program ran and exited non-zero."""
+
+    exit_code = 8
+
+
+class DeviceError(EdgekitError):
+    """Serial / SSH / adb link problems: busy, vanished, no answer, garbage, reset."""
+
+    exit_code = 9
+
+
+class ValidationFailed(EdgekitError):
+    """The device's outputs disagree with the host past the threshold."""
+
+    exit_code = 10
+
+
+class OutputError(EdgekitError):
+    """An output folder or file that cannot be written."""
+
+    exit_code = 11
+
+
+class RuntimeMissing(EdgekitError):
+    """An optional Python dependency (tensorflow, ai-edge-litert, tflite-micro, ...) is missing."""
+
+    exit_code = 12
+
+
+class NativeCrash(EdgekitError):
+    """A native runtime crashed in its child process (the model is rejected; edgekit lives on)."""
+
+    exit_code = 13
+
+
+class Interrupted(EdgekitError):
+    exit_code = 130
+
+
+# One table for docs and the CLI: exit code -> meaning.
+EXIT_CODES = {
+    0: "success",
+    1: "unexpected internal error (run with EDGEKIT_DEBUG=1 and report it)",
+    2: "usage error: bad option or recipe value",
+    3: "input file missing, unreadable or of the wrong kind",
+    4: "bad data (shape, dtype, NaN/inf, missing labels)",
+    5: "model not supported by the requested stage",
+    6: "conversion, optimization or compression failed",
+    7: "board unknown, invalid, or model does not fit",
+    8: "external tool missing or failed",
+    9: "device link error",
+    10: "validation failed (device disagrees with host)",
+    11: "output cannot be written",
+    12: "optional Python dependency missing",
+    13: "a native runtime crashed on this model",
+    130: "interrupted",
+}
