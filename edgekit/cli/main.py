@@ -76,27 +76,17 @@ def report_error(exc: BaseException) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import click
-
+    """Console entry. Typer handles usage errors (exit 2) and --help; edgekit errors become one line."""
     try:
-        rv = app(args=argv, prog_name="edgekit", standalone_mode=False)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        sys.stderr.write("edgekit: interrupted\n")
-        sys.exit(130)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(2 if e.exit_code == 2 else e.exit_code)
+        app(args=argv, prog_name="edgekit")
+    except SystemExit:
+        raise
     except BaseException as e:  # noqa: BLE001 - the one place that turns exceptions into exit codes
-        if isinstance(e, SystemExit):
-            raise
         if _debug():
             import traceback
 
             traceback.print_exc()
         sys.exit(report_error(e))
-    sys.exit(rv if isinstance(rv, int) else 0)
 
 
 if __name__ == "__main__":
