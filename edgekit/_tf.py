@@ -7,6 +7,7 @@ instead of importing it itself. Nothing in here runs at edgekit import time.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from functools import lru_cache
 
 from edgekit.errors import RuntimeMissing
@@ -50,6 +51,41 @@ def tfmot():
     except ImportError as e:
         raise RuntimeMissing("tensorflow-model-optimization is not installed", hint=_INSTALL_HINT) from e
     return tfmot_mod
+
+
+@contextmanager
+def quiet_native():
+    """Silence TensorFlow's C++ log lines and converter prints on fd 2 while a block runs.
+
+    With EDGEKIT_DEBUG set nothing is silenced; on an edgekit error the tail of the native log is kept
+    in the exception's ``context['native_log']``.
+    """
+    import sys
+    import tempfile
+    import warnings
+
+    debug = os.environ.get("EDGEKIT_DEBUG", "") not in ("", "0")
+    if debug:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                yield
+        except Exception as e:
+            log.seek(0)
+            tail = log.read()[-4000:].decode("utf-8", "replace")
+            if hasattr(e, "context") and isinstance(e.context, dict):
+                e.context["native_log"] = tail   # shown with EDGEKIT_DEBUG=1 reruns
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def versions() -> dict:

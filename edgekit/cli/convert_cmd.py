@@ -1,11 +1,106 @@
-"""`edgekit convert` (filled in below by the convert pipeline)."""
+"""`edgekit convert`: flags -> Recipe -> edgekit.convert -> table or JSON."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+from edgekit.cli.output import Output
+
+
+def _human(out: Output, rep: dict) -> None:
+    from rich.table import Table
+
+    s = rep["sizes"]
+    t = Table(title=f"edgekit convert: {rep['recipe_summary']}", show_header=True, header_style="bold")
+    t.add_column("")
+    t.add_column("float32 baseline", justify="right")
+    t.add_column("final", justify="right")
+    t.add_row("model bytes", f"{s['float_bytes']:,}", f"{s['final_bytes']:,}  ({s['ratio']:.3f}x)")
+    t.add_row("gzip bytes", f"{s['float_gzip_bytes']:,}", f"{s['final_gzip_bytes']:,}")
+    fb = s["final_breakdown"]
+    t.add_row("weights / structure", f"{s['float_breakdown']['weight_bytes']:,} / "
+              f"{s['float_breakdown']['structure_bytes']:,}",
+              f"{fb['weight_bytes']:,} / {fb['structure_bytes']:,}")
+    ev = rep.get("evaluation") or {}
+    if ev:
+        metric = ev["delta_vs_float"]["metric"]
+        base = ev.get("keras_float") or ev.get("litert_float") or {}
+
+        def fmt(d):
+            if not d or metric not in d:
+                return "-"
+            return f"{d[metric]:.4f}"
+
+        t.add_row(f"{metric} (Keras / LiteRT float)", fmt(base), "")
+        t.add_row(f"{metric} LiteRT", "", fmt(ev.get("litert")) if ev.get("litert") else
+                  ev.get("litert_note", ev.get("litert_error", "-")))
+        t.add_row(f"{metric} TFLM (host)", "", fmt(ev.get("tflm")))
+        agree = ev.get("litert_vs_tflm")
+        if agree:
+            t.add_row("LiteRT vs TFLM", "", f"argmax {agree.get('argmax_agreement', float('nan')):.3f}, "
+                                             f"max {agree.get('max_diff_lsb', '-')} LSB")
+        if ev.get("tflm_arena_bytes"):
+            t.add_row("TFLM arena bytes", "", f"{ev['tflm_arena_bytes']:,}")
+    out.console.print(t)
+    if rep.get("needs_tflm"):
+        out.console.print("[yellow]note:[/] LUT-compressed: this model runs on TFLite-Micro only")
+    out.console.print(f"model sha256 {rep['model_sha256'][:16]}…  ({rep['duration_s']:.1f} s)")
 
 
 def register(app: typer.Typer) -> None:
     @app.command("convert")
-    def convert() -> None:
-        """Shrink and convert a Keras model to TFLite (work in progress)."""
-        raise typer.Exit(2)
+    def convert(
+        model: Path = typer.Argument(..., help="Keras model: .keras, .h5 or a SavedModel folder."),
+        out: Path = typer.Option(..., "-o", "--out", help="Artifact folder (model.tflite, report.json)."),
+        data: Optional[Path] = typer.Option(None, "--data", help="Calibration / fine-tuning data "
+                                            "(.npz with x,y; .npy; .csv; image folder)."),
+        eval_data: Optional[Path] = typer.Option(None, "--eval", help="Labelled evaluation data."),
+        recipe: Optional[Path] = typer.Option(None, "--recipe", help="Recipe YAML (instead of stage flags)."),
+        prune: Optional[float] = typer.Option(None, "--prune", help="Target sparsity in (0, 1)."),
+        cluster: Optional[int] = typer.Option(None, "--cluster", help="Clusters per layer (>= 2)."),
+        qat: bool = typer.Option(False, "--qat", help="Quantization-aware training (preserving)."),
+        quantize: str = typer.Option("int8", "--quantize", help="int8 | float16 | dynamic | none."),
+        float_io: bool = typer.Option(False, "--float-io", help="Keep float input/output on int8 models."),
+        compress: Optional[str] = typer.Option(None, "--compress", help="TFLM LUT compression: lut1..lut7."),
+        epochs: Optional[int] = typer.Option(None, "--epochs", help="Fine-tuning epochs per stage."),
+        batch_size: int = typer.Option(32, "--batch-size"),
+        learning_rate: Optional[float] = typer.Option(None, "--lr", help="Fine-tuning learning rate."),
+        calibration_samples: int = typer.Option(300, "--calibration-samples"),
+        seed: int = typer.Option(0, "--seed"),
+        no_strip: bool = typer.Option(False, "--keep-metadata",
+                                      help="Keep signatures, names and metadata TFLM never reads."),
+        unsafe_allow_lambda: bool = typer.Option(False, "--unsafe-allow-lambda",
+                                                 help="Load models with Lambda layers (runs their code)."),
+        json_out: bool = typer.Option(False, "--json", help="Print report.json on stdout."),
+        quiet: bool = typer.Option(False, "-q", "--quiet"),
+    ) -> None:
+        """Shrink a Keras model (prune, cluster, QAT, quantize, compress) and convert it to TFLite."""
+        from edgekit import _tf
+        from edgekit.errors import UsageError
+        from edgekit.optimize.recipe import Recipe, load_recipe
+
+        output = Output(json_mode=json_out, quiet=quiet)
+        stage_flags = prune is not None or cluster is not None or qat or compress is not None
+        if recipe is not None:
+            if stage_flags:
+                raise UsageError("give either --recipe or stage flags (--prune/--cluster/--qat/--compress)")
+            rec = load_recipe(recipe)
+        else:
+            if prune is not None and not 0 < prune < 1:
+                raise UsageError(f"--prune must be in (0, 1), got {prune}", hint="e.g. --prune 0.75")
+            if cluster is not None and cluster < 2:
+                raise UsageError(f"--cluster must be at least 2, got {cluster}", hint="e.g. --cluster 16")
+            rec = Recipe.from_flags(prune=prune, cluster=cluster, qat=qat, quantize=quantize,
+                                    float_io=float_io, compress=compress, epochs=epochs,
+                                    batch_size=batch_size, learning_rate=learning_rate,
+                                    calibration_samples=calibration_samples, seed=seed, strip=not no_strip)
+        from edgekit.conversion.pipeline import convert as run_convert
+
+        with output.progress() as progress, _tf.quiet_native():
+            result = run_convert(model, data, eval_data, rec, out, allow_lambda=unsafe_allow_lambda,
+                                 progress=progress, warn=output.warn)
+        output.result(result.report, _human)
+        if not json_out and not quiet:
+            output.info(f"wrote {out}/ ({', '.join(result.written) or 'unchanged'})")

@@ -6,6 +6,7 @@ the stream is a terminal.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
@@ -35,6 +36,12 @@ class Output:
         self.quiet = quiet
         self._console = None
         self._err_console = None
+        # A private copy of stderr: native libraries' fd-2 chatter can be silenced (edgekit._tf.
+        # quiet_native) while edgekit's own warnings and progress bars still reach the terminal.
+        try:
+            self.errfile = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")
+        except OSError:
+            self.errfile = sys.stderr
 
     @property
     def console(self):
@@ -49,7 +56,7 @@ class Output:
         if self._err_console is None:
             from rich.console import Console
 
-            self._err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+            self._err_console = Console(file=self.errfile, highlight=False, soft_wrap=True)
         return self._err_console
 
     @property
@@ -73,8 +80,8 @@ class Output:
 
     def warn(self, message: str) -> None:
         # Warnings go to stderr in every mode (stdout stays one JSON document).
-        sys.stderr.write(f"edgekit: warning: {message}\n")
-        sys.stderr.flush()
+        self.errfile.write(f"edgekit: warning: {message}\n")
+        self.errfile.flush()
 
     @contextmanager
     def progress(self) -> Iterator[Callable[[str, float, float | None], None]]:
@@ -82,7 +89,7 @@ class Output:
 
         Draws rich progress bars on stderr when it is a terminal; otherwise the callback does nothing.
         """
-        if self.json_mode or self.quiet or not sys.stderr.isatty():
+        if self.json_mode or self.quiet or not self.errfile.isatty():
             yield lambda task, completed, total=None: None
             return
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,

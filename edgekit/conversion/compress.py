@@ -1,0 +1,102 @@
+"""TFLM look-up-table (LUT) compression of clustered int8 weights.
+
+After clustering, each output channel of a weight tensor holds only a few distinct int8 values. LUT
+compression (tflite-micro's compression module) stores a small value table per channel plus N-bit indices, and
+inserts DECODE operators that expand the weights at run time. Only TFLM runs such models.
+
+Tensors chosen: constant int8 weights of CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED with at least
+``min_tensor_bytes`` bytes, per channel along their quantized dimension (per tensor when quantized per
+tensor). Each gets the fewest index bits its distinct values need, up to ``index_bits``; a tensor with
+more distinct values per channel than 2**index_bits stays uncompressed and is listed with the reason.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from edgekit.errors import ConversionError
+from edgekit.optimize.recipe import CompressSpec
+
+WEIGHT_OPS = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1}   # op -> weight input index
+
+
+def _op_names() -> dict[int, str]:
+    from ai_edge_litert import schema_py_generated as schema
+
+    return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+
+
+def plan(model: bytes, spec: CompressSpec) -> tuple[list, list[dict]]:
+    """Which tensors to compress and how: (tflite_micro specs, one report row per candidate)."""
+    from ai_edge_litert import schema_py_generated as schema
+    from tflite_micro.tensorflow.lite.micro.compression import spec as lut_spec
+
+    m = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
+    names = _op_names()
+    specs, rows = [], []
+    seen = set()
+    for si, sg in enumerate(m.subgraphs or []):
+        for op in sg.operators or []:
+            oc = m.operatorCodes[op.opcodeIndex]
+            opname = names.get(max(oc.builtinCode, oc.deprecatedBuiltinCode), "?")
+            if opname not in WEIGHT_OPS or op.inputs is None or len(op.inputs) <= WEIGHT_OPS[opname]:
+                continue
+            ti = int(op.inputs[WEIGHT_OPS[opname]])
+            if ti < 0 or (si, ti) in seen:
+                continue
+            seen.add((si, ti))
+            t = sg.tensors[ti]
+            buf = m.buffers[t.buffer].data if t.buffer < len(m.buffers) else None
+            tname = t.name.decode() if isinstance(t.name, bytes) else (t.name or f"tensor {ti}")
+            row = {"tensor": tname, "index": ti, "op": opname, "shape": [int(d) for d in t.shape],
+                   "bytes": 0 if buf is None else int(len(buf))}
+            rows.append(row)
+            if buf is None or t.type != schema.TensorType.INT8:
+                row["skipped"] = "not a constant int8 tensor"
+                continue
+            if len(buf) < spec.min_tensor_bytes:
+                row["skipped"] = f"smaller than {spec.min_tensor_bytes} bytes; a table would not pay"
+                continue
+            arr = np.frombuffer(bytes(buf), dtype=np.int8).reshape([int(d) for d in t.shape])
+            q = t.quantization
+            per_channel = q is not None and q.scale is not None and len(q.scale) > 1
+            axis = int(q.quantizedDimension) if per_channel else None
+            if axis is not None and axis not in (0, arr.ndim - 1):
+                row["skipped"] = f"channel axis {axis} not supported by the TFLM decoder"
+                continue
+            if axis is None:
+                unique = len(np.unique(arr))
+            else:
+                unique = max(len(np.unique(s)) for s in np.moveaxis(arr, axis, 0))
+            bits = max(1, math.ceil(math.log2(unique))) if unique > 1 else 1
+            row.update({"unique_per_channel": int(unique), "axis": axis})
+            if bits > spec.index_bits:
+                row["skipped"] = (f"{unique} distinct values per channel need {bits} index bits "
+                                  f"(> {spec.index_bits}); cluster to <= {2 ** spec.index_bits} values")
+                continue
+            row["index_bits"] = bits
+            mode = lut_spec.PerChannel(axis=axis) if axis is not None else lut_spec.PerTensor()
+            specs.append(lut_spec.Tensor(subgraph=si, tensor=ti,
+                                         compression=[lut_spec.LookUpTableCompression(
+                                             index_bitwidth=bits, mode=mode)]))
+    return specs, rows
+
+
+def compress_lut(model: bytes, spec: CompressSpec) -> tuple[bytes, list[dict]]:
+    """Returns (compressed model, report rows). Raises ConversionError when nothing can be compressed."""
+    from tflite_micro.tensorflow.lite.micro.compression import compress
+
+    specs, rows = plan(model, spec)
+    if not specs:
+        reasons = "; ".join(f"{r['tensor']}: {r.get('skipped')}" for r in rows[:3])
+        raise ConversionError(f"no weight tensor qualifies for lut{spec.index_bits} compression ({reasons})",
+                              hint="cluster the weights first (--cluster 16 for lut4, 8 for lut3, 4 for lut2)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = bytes(compress(model, specs))
+    except Exception as e:  # noqa: BLE001 - the compressor's own error types vary
+        raise ConversionError(f"TFLM LUT compression failed: {str(e).splitlines()[0][:200]}") from e
+    return out, rows

@@ -1,0 +1,341 @@
+"""`edgekit.convert`: the whole shrink pipeline as one function.
+
+load model -> check data -> [prune] -> [cluster] -> [qat] -> convert (int8 / float16 / dynamic / none)
+-> [strip] -> [LUT compress] -> evaluate (Keras, LiteRT, host TFLM) -> write the artifact folder:
+``model.tflite``, ``model_float.tflite`` (float32 baseline of the input model) and ``report.json``.
+
+Nothing is written until every stage succeeded; each file is written atomically (and left untouched
+when its bytes are unchanged), so a failed or interrupted run keeps earlier outputs intact.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from edgekit import _tf
+from edgekit._version import __version__
+from edgekit.conversion import evaluate as ev
+from edgekit.conversion.data import Dataset, calibration_warning, load_data
+from edgekit.errors import DataError, EdgekitError
+from edgekit.fileio import ensure_dir, sha256, write_bytes, write_text
+from edgekit.optimize.recipe import Recipe
+from edgekit.progress import ProgressFn
+
+REPORT_SCHEMA = "edgekit.convert/1"
+
+
+@dataclass
+class ConvertResult:
+    model: bytes
+    float_model: bytes
+    report: dict
+    out_dir: Optional[Path] = None
+    written: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return self.report
+
+
+def _gzip_len(b: bytes) -> int:
+    return len(gzip.compress(b, compresslevel=9, mtime=0))
+
+
+def _as_dataset(value, input_shape, *, need_labels: bool, what: str) -> Optional[Dataset]:
+    if value is None:
+        return None
+    if isinstance(value, Dataset):
+        from edgekit.conversion.data import check_dataset
+
+        return check_dataset(value, input_shape, need_labels=need_labels, what=what)
+    if isinstance(value, tuple) and len(value) == 2:
+        from edgekit.conversion.data import check_dataset
+
+        return check_dataset(Dataset(np.asarray(value[0]), None if value[1] is None else np.asarray(value[1])),
+                             input_shape, need_labels=need_labels, what=what)
+    return load_data(value, input_shape, need_labels=need_labels, what=what)
+
+
+def _io_details(model: bytes) -> dict:
+    from ai_edge_litert import schema_py_generated as schema
+
+    m = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
+    sg = m.subgraphs[0]
+    types = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+
+    def one(ti):
+        t = sg.tensors[ti]
+        q = t.quantization
+        return {"name": (t.name.decode() if isinstance(t.name, bytes) else t.name) or f"tensor_{ti}",
+                "shape": [int(d) for d in t.shape], "dtype": types.get(t.type, "?"),
+                "scale": [float(s) for s in q.scale] if q is not None and q.scale is not None else [],
+                "zero_point": [int(z) for z in q.zeroPoint] if q is not None and q.zeroPoint is not None else []}
+
+    return {"inputs": [one(i) for i in sg.inputs], "outputs": [one(i) for i in sg.outputs]}
+
+
+def _tflite_sparsity(model: bytes) -> list[dict]:
+    from edgekit.conversion.compress import WEIGHT_OPS, _op_names
+    from ai_edge_litert import schema_py_generated as schema
+
+    m = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
+    names = _op_names()
+    rows = []
+    for sg in m.subgraphs:
+        for op in sg.operators or []:
+            oc = m.operatorCodes[op.opcodeIndex]
+            opname = names.get(max(oc.builtinCode, oc.deprecatedBuiltinCode), "?")
+            if opname not in WEIGHT_OPS:
+                continue
+            t = sg.tensors[op.inputs[WEIGHT_OPS[opname]]]
+            data = m.buffers[t.buffer].data
+            if data is None or t.type != schema.TensorType.INT8:
+                continue
+            w = np.frombuffer(bytes(data), np.int8)
+            rows.append({"tensor": t.name.decode() if isinstance(t.name, bytes) else t.name, "op": opname,
+                         "params": int(w.size), "sparsity": float(np.mean(w == 0)),
+                         "unique_values": int(len(np.unique(w)))})
+    return rows
+
+
+def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe | None = None,
+            out_dir: str | Path | None = None, *, allow_lambda: bool = False,
+            progress: ProgressFn | None = None,
+            warn: Callable[[str], None] | None = None) -> ConvertResult:
+    """Shrink and convert a Keras model.
+
+    model: path to .keras / .h5 / SavedModel folder, or a tf_keras model object.
+    data: calibration + fine-tuning data (path, Dataset or (x, y)); eval_data: labelled test data.
+    recipe: a Recipe (default: int8 post-training quantization). out_dir: artifact folder or None.
+    """
+    from edgekit.optimize import tfmot_adapter as mot
+    from edgekit.optimize.loading import LoadedModel, load_model
+    from edgekit.conversion.converter import to_tflite
+
+    recipe = (recipe or Recipe()).check()
+    warn = warn or (lambda msg: None)
+    t_start = time.perf_counter()
+    stages: list[dict] = []
+    if out_dir is not None:
+        ensure_dir(out_dir)   # fail early on an output path that is a file
+
+    def stage(name: str, settings: dict, t0: float, **extra) -> None:
+        stages.append({"stage": name, "settings": settings, "duration_s": round(time.perf_counter() - t0, 3),
+                       **extra})
+        if progress:
+            progress("stages", len(stages), None)
+
+    t0 = time.perf_counter()
+    if isinstance(model, LoadedModel):
+        loaded = model
+    elif isinstance(model, (str, Path)):
+        loaded = load_model(model, allow_lambda=allow_lambda)
+    else:
+        loaded = LoadedModel(keras=model, origin="tf_keras", source="<in-memory model>")
+    input_shape = loaded.input_shape
+    stage("load", {"source": loaded.source, "origin": loaded.origin}, t0, notes=loaded.notes)
+
+    train = _as_dataset(data, input_shape, need_labels=recipe.trains, what="data")
+    test = _as_dataset(eval_data, input_shape, need_labels=True, what="eval data")
+    if recipe.quantize.mode == "int8" and train is None:
+        raise DataError("int8 quantization needs calibration samples",
+                        hint="pass --data with a few hundred representative inputs")
+    if train is not None and recipe.quantize.mode == "int8":
+        msg = calibration_warning(min(len(train), recipe.quantize.calibration_samples))
+        if msg:
+            warn(msg)
+    if recipe.trains:
+        stage_blocker = loaded.require_keras("prune / cluster / qat")
+        del stage_blocker
+
+    tf = _tf.tf()
+    keras = _tf.keras()
+    keras.utils.set_random_seed(recipe.seed)
+    try:
+        tf.config.experimental.enable_op_determinism()
+    except Exception:  # noqa: BLE001 - only unavailable on exotic builds
+        pass
+
+    # float32 baseline of the input model
+    t0 = time.perf_counter()
+    float_model = to_tflite(keras_model=loaded.keras, saved_model_dir=loaded.saved_model_dir, mode="none")
+    stage("float_baseline", {}, t0, bytes=len(float_model))
+
+    current = loaded.keras
+    keras_layers_before = mot.weight_stats(current) if current is not None else []
+    pruned = clustered = False
+    if recipe.prune is not None:
+        t0 = time.perf_counter()
+        current, rep = mot.prune(current, train, recipe.prune, recipe.train, progress=progress)
+        pruned = True
+        stage("prune", rep.settings, t0, wrapped_layers=rep.wrapped_layers, skipped_layers=rep.skipped_layers,
+              history=rep.history)
+        for s in rep.skipped_layers:
+            warn(f"layer {s['layer']} ({s['type']}) cannot be pruned; left dense")
+    if recipe.cluster is not None:
+        t0 = time.perf_counter()
+        current, rep = mot.cluster(current, train, recipe.cluster, recipe.train, preserve_sparsity=pruned,
+                                   progress=progress)
+        clustered = True
+        stage("cluster", rep.settings, t0, wrapped_layers=rep.wrapped_layers,
+              skipped_layers=rep.skipped_layers, history=rep.history)
+        for s in rep.skipped_layers:
+            warn(f"layer {s['layer']} ({s['type']}) cannot be clustered; left as it was")
+    keras_layers_after = mot.weight_stats(current) if current is not None else []
+    if recipe.qat is not None:
+        t0 = time.perf_counter()
+        current, rep = mot.qat(current, train, recipe.qat, recipe.train, pruned=pruned, clustered=clustered,
+                               progress=progress)
+        stage("qat", rep.settings, t0, history=rep.history)
+
+    t0 = time.perf_counter()
+    q = recipe.quantize
+    calib = train.x[:q.calibration_samples] if train is not None else None
+    final = to_tflite(keras_model=current, saved_model_dir=None if current is not None else loaded.saved_model_dir,
+                      mode=q.mode, io=q.io, calibration=calib, qat=recipe.qat is not None)
+    stage("quantize", {"mode": q.mode, "io": q.io, "calibration_samples": 0 if calib is None else len(calib)},
+          t0, bytes=len(final))
+
+    if recipe.strip:
+        from edgekit.conversion.strip import strip_for_micro
+
+        t0 = time.perf_counter()
+        before = len(final)
+        final = strip_for_micro(final)
+        stage("strip", {"dropped": "signatures, description, conversion metadata, inner tensor names, "
+                                   "min/max"}, t0, bytes_before=before, bytes=len(final))
+
+    compress_rows = None
+    if recipe.compress is not None:
+        from edgekit.conversion.compress import compress_lut
+
+        t0 = time.perf_counter()
+        before = len(final)
+        final, compress_rows = compress_lut(final, recipe.compress)
+        stage("compress", {"method": "lut", "index_bits": recipe.compress.index_bits,
+                           "min_tensor_bytes": recipe.compress.min_tensor_bytes}, t0,
+              bytes_before=before, bytes=len(final), tensors=compress_rows)
+        for r in compress_rows:
+            if r.get("skipped") and r.get("bytes", 0) >= recipe.compress.min_tensor_bytes:
+                warn(f"tensor {r['tensor']} not compressed: {r['skipped']}")
+
+    # evaluation
+    evaluation: dict[str, Any] = {}
+    if test is not None:
+        t0 = time.perf_counter()
+        evaluation = _evaluate(loaded, float_model, final, test, compressed=recipe.compress is not None,
+                               warn=warn)
+        stage("evaluate", {"samples": len(test)}, t0)
+
+    from edgekit.conversion.strip import byte_breakdown
+
+    report = {
+        "schema": REPORT_SCHEMA,
+        "edgekit_version": __version__,
+        "source": loaded.source,
+        "origin": loaded.origin,
+        "recipe": recipe.to_dict(),
+        "recipe_summary": recipe.describe(),
+        "runtime": "tflm" if recipe.compress is not None else "litert+tflm",
+        "needs_tflm": recipe.compress is not None,
+        "model_sha256": sha256(final),
+        "float_model_sha256": sha256(float_model),
+        "sizes": {
+            "float_bytes": len(float_model),
+            "final_bytes": len(final),
+            "ratio": round(len(final) / len(float_model), 4),
+            "float_gzip_bytes": _gzip_len(float_model),
+            "final_gzip_bytes": _gzip_len(final),
+            "final_breakdown": byte_breakdown(final),
+            "float_breakdown": byte_breakdown(float_model),
+        },
+        "io": _io_details(final),
+        "sparsity": {
+            "keras_before": keras_layers_before,
+            "keras_after": keras_layers_after,
+            "tflite": _tflite_sparsity(final) if recipe.quantize.mode == "int8" and recipe.compress is None else [],
+        },
+        "stages": stages,
+        "evaluation": evaluation,
+        "data": {"train": None if train is None else {"source": train.source, "samples": len(train),
+                                                       "class_names": train.class_names},
+                 "eval": None if test is None else {"source": test.source, "samples": len(test)}},
+        "tool_versions": _tf.versions(),
+        "duration_s": round(time.perf_counter() - t_start, 3),
+    }
+    result = ConvertResult(model=final, float_model=float_model, report=report)
+    if out_dir is not None:
+        result.out_dir = Path(out_dir)
+        result.written = write_artifact(result.out_dir, final, float_model, report)
+    return result
+
+
+def _evaluate(loaded, float_model: bytes, final: bytes, test: Dataset, *, compressed: bool,
+              warn: Callable[[str], None]) -> dict:
+    out: dict[str, Any] = {"task": "classification" if test.is_classification else "regression"}
+    if loaded.keras is not None:
+        pred = loaded.keras.predict(test.x, verbose=0, batch_size=256)
+        out["keras_float"] = ev.score(np.asarray(pred), test)
+    fl, _ = ev.litert_run(float_model, test.x)
+    out["litert_float"] = ev.score(fl, test)
+    lite = raw_lite = None
+    if not compressed:
+        try:
+            lite, raw_lite = ev.litert_run(final, test.x)
+            out["litert"] = ev.score(lite, test)
+        except EdgekitError as e:
+            warn(f"LiteRT refused the converted model ({e.message}); TFLM numbers only")
+            out["litert_error"] = e.message
+    else:
+        out["litert"] = None
+        out["litert_note"] = "LUT-compressed models run on TFLM only"
+    micro, raw_micro, arena = ev.tflm_run(final, test.x)
+    out["tflm"] = ev.score(micro, test)
+    out["tflm_arena_bytes"] = arena
+    if lite is not None:
+        out["litert_vs_tflm"] = ev.agreement(lite, micro, raw_lite, raw_micro)
+    base_key = "keras_float" if "keras_float" in out else "litert_float"
+    metric = "accuracy" if "accuracy" in out[base_key] else "mae"
+    base = out[base_key].get(metric)
+    deltas = {}
+    for k in ("litert", "tflm"):
+        if out.get(k) and base is not None:
+            deltas[k] = round(out[k][metric] - base, 6)
+    out["delta_vs_float"] = {"metric": metric, "baseline": base_key, **deltas}
+    return out
+
+
+def write_artifact(out_dir: Path, model: bytes, float_model: bytes, report: dict) -> list[str]:
+    """Write model.tflite, model_float.tflite and report.json (atomic, unchanged files untouched)."""
+    ensure_dir(out_dir)
+    written = []
+    for name, data in (("model.tflite", model), ("model_float.tflite", float_model)):
+        if write_bytes(out_dir / name, data):
+            written.append(name)
+    stable = {k: v for k, v in report.items() if k not in ("duration_s",)}
+    text = json.dumps(report, indent=2, default=str) + "\n"
+    prev = out_dir / "report.json"
+    if prev.is_file():
+        try:
+            old = json.loads(prev.read_text())
+            old_stable = {k: v for k, v in old.items() if k not in ("duration_s",)}
+            if _without_durations(old_stable) == _without_durations(json.loads(json.dumps(stable, default=str))):
+                return written
+        except (OSError, ValueError):
+            pass
+    write_text(prev, text)
+    written.append("report.json")
+    return written
+
+
+def _without_durations(obj):
+    if isinstance(obj, dict):
+        return {k: _without_durations(v) for k, v in obj.items() if k not in ("duration_s", "history")}
+    if isinstance(obj, list):
+        return [_without_durations(v) for v in obj]
+    return obj

@@ -1,0 +1,266 @@
+"""Recipes: what to do to a model, as YAML parsed into dataclasses with strict checks.
+
+CLI flags build the same Recipe (``Recipe.from_flags``), so a flag run and a recipe run are one code
+path. Unknown keys, wrong types and out-of-range values raise RecipeError naming the key.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+from edgekit.errors import RecipeError
+
+EXAMPLE_RECIPE = """\
+# edgekit recipe: every section is optional; a missing section skips that stage.
+seed: 0
+train:                  # fine-tuning settings shared by prune / cluster / qat
+  batch_size: 32
+  learning_rate: 0.0005
+  validation_split: 0.1
+prune:
+  target_sparsity: 0.75 # fraction of weights set to zero, in (0, 1)
+  epochs: 4
+cluster:
+  clusters: 16          # weights per layer take at most this many distinct values (>= 2)
+  epochs: 3
+qat:
+  epochs: 2             # quantization-aware training; keeps sparsity/clusters when they were made
+quantize:
+  mode: int8            # int8 | float16 | dynamic | none
+  io: int8              # int8 | float (input/output tensor type of an int8 model)
+  calibration_samples: 300
+compress:
+  method: lut           # TFLM look-up-table compression of clustered weights
+  index_bits: 4         # 1..7; tensors with more distinct values per channel stay uncompressed
+strip: true             # drop what TFLM never reads (tensor names, signatures, metadata)
+"""  # parsed by this module's own test
+
+
+@dataclass
+class TrainSpec:
+    batch_size: int = 32
+    learning_rate: float = 5e-4
+    validation_split: float = 0.0
+
+    def check(self) -> None:
+        _require(self.batch_size >= 1, "train.batch_size", "must be at least 1")
+        _require(self.learning_rate > 0, "train.learning_rate", "must be positive")
+        _require(0 <= self.validation_split < 1, "train.validation_split", "must be in [0, 1)")
+
+
+@dataclass
+class PruneSpec:
+    target_sparsity: float = 0.5
+    epochs: int = 4
+    begin_fraction: float = 0.0     # where in fine-tuning the schedule starts ramping
+    end_fraction: float = 0.7       # where it reaches the target (the rest recovers accuracy)
+
+    def check(self) -> None:
+        _require(0 < self.target_sparsity < 1, "prune.target_sparsity",
+                 f"must be in (0, 1), got {self.target_sparsity}")
+        _require(self.epochs >= 1, "prune.epochs", "must be at least 1")
+        _require(0 <= self.begin_fraction < self.end_fraction <= 1, "prune.begin_fraction/end_fraction",
+                 "need 0 <= begin_fraction < end_fraction <= 1")
+
+
+@dataclass
+class ClusterSpec:
+    clusters: int = 16
+    epochs: int = 3
+
+    def check(self) -> None:
+        _require(self.clusters >= 2, "cluster.clusters", f"must be at least 2, got {self.clusters}")
+        _require(self.clusters <= 256, "cluster.clusters", "must be at most 256 (int8 has 256 values)")
+        _require(self.epochs >= 0, "cluster.epochs", "must be 0 or more")
+
+
+@dataclass
+class QatSpec:
+    epochs: int = 2
+
+    def check(self) -> None:
+        _require(self.epochs >= 1, "qat.epochs", "must be at least 1")
+
+
+QUANT_MODES = ("int8", "float16", "dynamic", "none")
+IO_TYPES = ("int8", "float")
+
+
+@dataclass
+class QuantizeSpec:
+    mode: str = "int8"
+    io: str = "int8"
+    calibration_samples: int = 300
+
+    def check(self) -> None:
+        _require(self.mode in QUANT_MODES, "quantize.mode", f"must be one of {', '.join(QUANT_MODES)}")
+        _require(self.io in IO_TYPES, "quantize.io", f"must be one of {', '.join(IO_TYPES)}")
+        _require(self.calibration_samples >= 1, "quantize.calibration_samples", "must be at least 1")
+
+
+@dataclass
+class CompressSpec:
+    method: str = "lut"
+    index_bits: int = 4
+    min_tensor_bytes: int = 256     # smaller tensors gain nothing after the lookup-table overhead
+
+    def check(self) -> None:
+        _require(self.method == "lut", "compress.method", "only 'lut' is supported")
+        _require(1 <= self.index_bits <= 7, "compress.index_bits", f"must be 1..7, got {self.index_bits}")
+        _require(self.min_tensor_bytes >= 0, "compress.min_tensor_bytes", "must be 0 or more")
+
+
+@dataclass
+class Recipe:
+    seed: int = 0
+    train: TrainSpec = field(default_factory=TrainSpec)
+    prune: Optional[PruneSpec] = None
+    cluster: Optional[ClusterSpec] = None
+    qat: Optional[QatSpec] = None
+    quantize: QuantizeSpec = field(default_factory=QuantizeSpec)
+    compress: Optional[CompressSpec] = None
+    strip: bool = True
+
+    def check(self) -> "Recipe":
+        for part in (self.train, self.prune, self.cluster, self.qat, self.quantize, self.compress):
+            if part is not None:
+                part.check()
+        if self.qat is not None and self.quantize.mode != "int8":
+            raise RecipeError("qat needs quantize.mode int8",
+                              hint="drop qat or set quantize.mode: int8")
+        if self.compress is not None and self.quantize.mode != "int8":
+            raise RecipeError("compress (TFLM LUT) needs an int8 model",
+                              hint="set quantize.mode: int8")
+        return self
+
+    @property
+    def trains(self) -> bool:
+        return any(s is not None for s in (self.prune, self.cluster, self.qat))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        parts = []
+        if self.prune:
+            parts.append(f"prune {self.prune.target_sparsity:g}")
+        if self.cluster:
+            parts.append(f"cluster {self.cluster.clusters}")
+        if self.qat:
+            parts.append("qat")
+        parts.append(self.quantize.mode)
+        if self.compress:
+            parts.append(f"lut{self.compress.index_bits}")
+        return " + ".join(parts)
+
+    @classmethod
+    def from_dict(cls, raw: Any, source: str = "recipe") -> "Recipe":
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise RecipeError(f"{source}: the top level must be a mapping of sections")
+        return _build(cls, raw, "").check()
+
+    @classmethod
+    def from_flags(cls, *, prune: float | None = None, cluster: int | None = None, qat: bool = False,
+                   quantize: str = "int8", float_io: bool = False, compress: str | None = None,
+                   epochs: int | None = None, batch_size: int = 32, learning_rate: float | None = None,
+                   calibration_samples: int = 300, seed: int = 0, strip: bool = True) -> "Recipe":
+        r = cls(seed=seed, strip=strip)
+        r.train = TrainSpec(batch_size=batch_size, learning_rate=learning_rate or TrainSpec.learning_rate)
+        if prune is not None and prune != 0:
+            r.prune = PruneSpec(target_sparsity=prune, **({"epochs": epochs} if epochs else {}))
+        if cluster is not None and cluster != 0:
+            r.cluster = ClusterSpec(clusters=cluster, **({"epochs": epochs} if epochs else {}))
+        if qat:
+            r.qat = QatSpec(**({"epochs": epochs} if epochs else {}))
+        r.quantize = QuantizeSpec(mode=quantize, io="float" if float_io else "int8",
+                                  calibration_samples=calibration_samples)
+        if compress:
+            r.compress = parse_compress_flag(compress)
+        return r.check()
+
+
+def parse_compress_flag(text: str) -> CompressSpec:
+    """'lut4' -> CompressSpec(index_bits=4); 'lut' -> 4 bits."""
+    t = text.strip().lower()
+    if not t.startswith("lut"):
+        raise RecipeError(f"unknown compression '{text}'", hint="use lutN with N = 1..7, e.g. lut4")
+    bits = t[3:]
+    try:
+        spec = CompressSpec(index_bits=int(bits) if bits else 4)
+    except ValueError as e:
+        raise RecipeError(f"unknown compression '{text}'", hint="use lutN with N = 1..7, e.g. lut4") from e
+    spec.check()
+    return spec
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise RecipeError(f"recipe file not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{p.name} is not valid YAML: {str(e).splitlines()[0]}") from e
+    return Recipe.from_dict(raw, source=p.name)
+
+
+# --- strict dataclass building ---------------------------------------------------------------
+
+_SECTIONS = {"train": TrainSpec, "prune": PruneSpec, "cluster": ClusterSpec, "qat": QatSpec,
+             "quantize": QuantizeSpec, "compress": CompressSpec}
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise RecipeError(f"recipe key '{key}' {message}")
+
+
+def _build(cls, raw: dict, prefix: str):
+    known = {f.name: f for f in fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        dotted = f"{prefix}{key}"
+        if key not in known:
+            close = difflib.get_close_matches(str(key), list(known), n=1)
+            hint = f"did you mean '{prefix}{close[0]}'?" if close else f"known keys: {', '.join(known)}"
+            raise RecipeError(f"unknown recipe key '{dotted}'", hint=hint)
+        if prefix == "" and key in _SECTIONS:
+            if value is None:
+                value = {}
+            if value is False:
+                kwargs[key] = None if key not in ("train", "quantize") else _SECTIONS[key]()
+                continue
+            if not isinstance(value, dict):
+                raise RecipeError(f"recipe section '{dotted}' must be a mapping, got {value!r}")
+            kwargs[key] = _build(_SECTIONS[key], value, f"{dotted}.")
+            continue
+        kwargs[key] = _coerce(value, known[key], dotted)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, f, dotted: str):
+    default = f.default if f.default is not f.default_factory else None  # noqa: PLR1714
+    typ = type(default) if default is not None else None
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise RecipeError(f"recipe key '{dotted}' must be true or false, got {value!r}")
+        return value
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RecipeError(f"recipe key '{dotted}' must be an integer, got {value!r}")
+        return value
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RecipeError(f"recipe key '{dotted}' must be a number, got {value!r}")
+        return float(value)
+    if typ is str:
+        if not isinstance(value, str):
+            raise RecipeError(f"recipe key '{dotted}' must be a string, got {value!r}")
+        return value
+    return value
