@@ -229,7 +229,7 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
     if test is not None:
         t0 = time.perf_counter()
         evaluation = _evaluate(loaded, float_model, final, test, compressed=recipe.compress is not None,
-                               warn=warn)
+                               mode=recipe.quantize.mode, warn=warn)
         stage("evaluate", {"samples": len(test)}, t0)
 
     from edgekit.conversion.strip import byte_breakdown
@@ -275,7 +275,7 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
     return result
 
 
-def _evaluate(loaded, float_model: bytes, final: bytes, test: Dataset, *, compressed: bool,
+def _evaluate(loaded, float_model: bytes, final: bytes, test: Dataset, *, compressed: bool, mode: str,
               warn: Callable[[str], None]) -> dict:
     out: dict[str, Any] = {"task": "classification" if test.is_classification else "regression"}
     if loaded.keras is not None:
@@ -294,10 +294,19 @@ def _evaluate(loaded, float_model: bytes, final: bytes, test: Dataset, *, compre
     else:
         out["litert"] = None
         out["litert_note"] = "LUT-compressed models run on TFLM only"
-    micro, raw_micro, arena = ev.tflm_run(final, test.x)
-    out["tflm"] = ev.score(micro, test)
-    out["tflm_arena_bytes"] = arena
-    if lite is not None:
+    micro = None
+    try:
+        micro, raw_micro, arena = ev.tflm_run(final, test.x)
+        out["tflm"] = ev.score(micro, test)
+        out["tflm_arena_bytes"] = arena
+    except EdgekitError as e:
+        out["tflm"] = None
+        out["tflm_error"] = e.message
+        if mode == "int8":
+            warn(f"host TFLM could not run the model: {e.message}")
+        else:
+            out["tflm_note"] = f"TFLM does not run {mode} models (use int8 for microcontrollers)"
+    if lite is not None and micro is not None:
         out["litert_vs_tflm"] = ev.agreement(lite, micro, raw_lite, raw_micro)
     base_key = "keras_float" if "keras_float" in out else "litert_float"
     metric = "accuracy" if "accuracy" in out[base_key] else "mae"

@@ -106,7 +106,7 @@ def _clone_wrapping(model, supports, wrap):
         if layer.weights and supports(layer):
             wrapped.append(layer.name)
             return wrap(layer)
-        if layer.trainable_weights:
+        if layer.trainable_weights and not _has_no_kernel(layer):
             skipped.append({"layer": layer.name, "type": type(layer).__name__,
                             "reason": "not supported by TF-MOT; left as it was"})
         return layer.__class__.from_config(layer.get_config())
@@ -146,9 +146,10 @@ def prune(model, data: Dataset, spec: PruneSpec, train: TrainSpec,
         frequency=max(1, (end - begin) // 10))
     from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
 
-    def supports(layer):
-        return isinstance(layer, tfmot.sparsity.keras.PrunableLayer) or \
-            prune_registry.PruneRegistry.supports(layer)
+    def supports(layer):  # only layers that have weights TF-MOT would prune
+        if isinstance(layer, tfmot.sparsity.keras.PrunableLayer):
+            return bool(layer.get_prunable_weights())
+        return bool(prune_registry.PruneRegistry._LAYERS_WEIGHTS_MAP.get(layer.__class__))
 
     def wrap(layer):
         return tfmot.sparsity.keras.prune_low_magnitude(_fresh_copy(layer), pruning_schedule=schedule)
@@ -175,9 +176,10 @@ def cluster(model, data: Dataset, spec: ClusterSpec, train: TrainSpec, *, preser
     C = tfmot.clustering.keras
     from tensorflow_model_optimization.python.core.clustering.keras import clustering_registry
 
-    def supports(layer):
-        return isinstance(layer, C.ClusterableLayer) or \
-            clustering_registry.ClusteringRegistry.supports(layer)
+    def supports(layer):  # only layers that have weights TF-MOT would cluster
+        if isinstance(layer, C.ClusterableLayer):
+            return bool(layer.get_clusterable_weights())
+        return bool(clustering_registry.ClusteringRegistry._LAYERS_WEIGHTS_MAP.get(layer.__class__))
 
     params = {"number_of_clusters": spec.clusters,
               "cluster_centroids_init": C.CentroidInitialization.KMEANS_PLUS_PLUS}
@@ -228,6 +230,11 @@ def qat(model, data: Dataset, spec: QatSpec, train: TrainSpec, *, pruned: bool, 
                       duration_s=time.perf_counter() - t0, epochs=spec.epochs, history=hist,
                       scheme=scheme_name)
     return q_model, rep
+
+
+def _has_no_kernel(layer) -> bool:
+    """Normalization layers: their few weights are never pruned or clustered; nothing to report."""
+    return type(layer).__name__ in ("BatchNormalization", "LayerNormalization")
 
 
 def _fresh_copy(layer):

@@ -1,0 +1,86 @@
+"""End-to-end demo on real data (sklearn digits): train a small CNN, then shrink it with edgekit.
+
+    python examples/digits/run.py --out build/digits
+
+Steps (each printed before it runs):
+1. train the digits CNN (tf_keras) and save digits.keras, train.npz and test.npz
+2. edgekit convert: int8 post-training quantization        -> <out>/int8
+3. edgekit convert: prune + cluster + preserving QAT + LUT  -> <out>
+4. later steps (inspect, C export, profile on the virtual board) run when those commands exist
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+
+def run(cmd: list[str]) -> None:
+    print("$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    print(f"  ({time.perf_counter() - t0:.1f} s)\n", flush=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="build/digits", type=Path)
+    ap.add_argument("--epochs", type=int, default=30, help="training epochs of the float model")
+    ap.add_argument("--stage-epochs", type=int, default=3, help="fine-tuning epochs per shrink stage")
+    args = ap.parse_args()
+
+    import numpy as np
+    from digits_data import load_split, train_cnn
+
+    work = args.out.parent / (args.out.name + "_inputs")
+    work.mkdir(parents=True, exist_ok=True)
+    x_train, y_train, x_test, y_test = load_split()
+    np.savez(work / "train.npz", x=x_train, y=y_train)
+    np.savez(work / "test.npz", x=x_test, y=y_test)
+    model_path = work / "digits.keras"
+    print(f"1. training the digits CNN on {len(x_train)} samples ({args.epochs} epochs)", flush=True)
+    t0 = time.perf_counter()
+    model = train_cnn(x_train, y_train, epochs=args.epochs)
+    model.save(model_path)
+    print(f"  saved {model_path} ({model.count_params():,} parameters, {time.perf_counter() - t0:.1f} s)\n")
+
+    edgekit = [sys.executable, "-m", "edgekit"]
+    common = ["--data", str(work / "train.npz"), "--eval", str(work / "test.npz")]
+    print("2. int8 post-training quantization")
+    run([*edgekit, "convert", str(model_path), *common, "-o", str(args.out / "int8")])
+    print("3. the whole shrink chain")
+    run([*edgekit, "convert", str(model_path), *common, "--prune", "0.5", "--cluster", "8", "--qat",
+         "--compress", "lut3", "--epochs", str(args.stage_epochs), "-o", str(args.out)])
+    for step in extra_steps(args.out, work):
+        run([*edgekit, *step])
+    print(f"done: {args.out}/model.tflite, {args.out}/report.json")
+    return 0
+
+
+def extra_steps(out: Path, work: Path) -> list[list[str]]:
+    """Later pipeline steps, included when this edgekit has the commands."""
+    from edgekit.cli.main import COMMAND_MODULES
+
+    mods = set(COMMAND_MODULES)
+    steps = []
+    if "edgekit.cli.inspect_cmd" in mods:
+        steps.append(["inspect", str(out / "model.tflite"), "--board", "nano33ble"])
+    if "edgekit.cli.export_cmd" in mods:
+        steps.append(["export", str(out / "model.tflite"), "--format", "c", "-o", str(out / "c"),
+                      "--name", "digits"])
+    if "edgekit.cli.device_cmds" in mods:
+        steps.append(["profile", str(out / "int8" / "model.tflite"), "--board", "virtual", "--runs", "200",
+                      "--warmup", "10"])
+    return steps
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Fixtures shared by the integration tests: a tiny digits CNN (real sklearn digits data) on disk."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "examples" / "digits"))
+
+
+def build_tiny_digits(keras):
+    """~1.3k parameters: enough to learn digits to ~90 % in a few epochs."""
+    return keras.Sequential([
+        keras.layers.Input((8, 8, 1)),
+        keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv"),
+        keras.layers.MaxPooling2D(name="pool"),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(16, activation="relu", name="fc"),
+        keras.layers.Dense(10, name="logits"),
+    ], name="tiny_digits")
+
+
+@pytest.fixture(scope="session")
+def digits_files(tmp_path_factory):
+    """{'model': .keras path, 'train': .npz, 'test': .npz, 'float_accuracy': float} for a tiny CNN."""
+    from digits_data import load_split
+
+    from edgekit import _tf
+
+    keras = _tf.keras()
+    d = tmp_path_factory.mktemp("digits")
+    x_train, y_train, x_test, y_test = load_split()
+    x_train, y_train, x_test, y_test = x_train[:1000], y_train[:1000], x_test[:300], y_test[:300]
+    keras.utils.set_random_seed(0)
+    model = build_tiny_digits(keras)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.fit(x_train, y_train, epochs=12, batch_size=32, verbose=0)
+    acc = float(np.mean(model.predict(x_test, verbose=0).argmax(1) == y_test))
+    model.save(d / "tiny.keras")
+    np.savez(d / "train.npz", x=x_train, y=y_train)
+    np.savez(d / "test.npz", x=x_test, y=y_test)
+    return {"model": d / "tiny.keras", "train": d / "train.npz", "test": d / "test.npz",
+            "float_accuracy": acc, "dir": d}

@@ -1,0 +1,144 @@
+"""`edgekit convert` from the shell: bad input gets one clear line and a documented exit code."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+
+def edgekit(*args, timeout=300, env=None):
+    e = dict(os.environ)
+    e.pop("EDGEKIT_DEBUG", None)
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "edgekit", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=e)
+
+
+def assert_one_line_error(r, code, match):
+    assert r.returncode == code, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+    lines = [l for l in r.stderr.splitlines() if l.startswith("edgekit: error:")]
+    assert len(lines) == 1, r.stderr
+    assert match in lines[0], lines[0]
+
+
+def test_missing_model(tmp_path):
+    assert_one_line_error(edgekit("convert", tmp_path / "nope.keras", "-o", tmp_path / "o"), 3, "not found")
+
+
+def test_file_that_is_not_a_model(tmp_path):
+    p = tmp_path / "notes.keras"
+    p.write_text("hello")
+    assert_one_line_error(edgekit("convert", p, "-o", tmp_path / "o"), 3, "is a text file")
+
+
+def test_tflite_given_to_convert(tmp_path):
+    p = tmp_path / "m.tflite"
+    p.write_bytes(b"\x1c\x00\x00\x00TFL3" + b"\x00" * 64)
+    r = edgekit("convert", p, "-o", tmp_path / "o")
+    assert_one_line_error(r, 3, "already a TFLite model")
+    assert "edgekit inspect" in r.stderr
+
+
+def test_pruning_target_outside_range(tmp_path, digits_files):
+    for v in ("1.5", "0", "-0.2"):
+        assert_one_line_error(edgekit("convert", digits_files["model"], "--prune", v, "-o", tmp_path / "o"),
+                              2, "--prune must be in (0, 1)")
+
+
+def test_cluster_count_below_two(tmp_path, digits_files):
+    assert_one_line_error(edgekit("convert", digits_files["model"], "--cluster", "1", "-o", tmp_path / "o"),
+                          2, "--cluster must be at least 2")
+
+
+def test_unknown_recipe_key(tmp_path, digits_files):
+    rec = tmp_path / "r.yaml"
+    rec.write_text("prune:\n  target_sparsity: 0.5\nqauntize:\n  mode: int8\n")
+    r = edgekit("convert", digits_files["model"], "--recipe", rec, "-o", tmp_path / "o")
+    assert_one_line_error(r, 2, "unknown recipe key 'qauntize'")
+    assert "did you mean 'quantize'" in r.stderr
+
+
+def test_output_folder_that_is_a_file(tmp_path, digits_files):
+    f = tmp_path / "out"
+    f.write_text("x")
+    assert_one_line_error(edgekit("convert", digits_files["model"], "--data", digits_files["train"], "-o", f),
+                          11, "exists and is not a folder")
+    assert f.read_text() == "x"
+
+
+def test_wrong_shape_data(tmp_path, digits_files):
+    p = tmp_path / "flat.npz"
+    np.savez(p, x=np.zeros((50, 64), np.float32), y=np.zeros(50, np.int64))
+    assert_one_line_error(edgekit("convert", digits_files["model"], "--data", p, "-o", tmp_path / "o"),
+                          4, "samples have shape (64,) but the model input is (8, 8, 1)")
+
+
+def test_wrong_dtype_data(tmp_path, digits_files):
+    p = tmp_path / "s.npy"
+    np.save(p, np.array([["a"] * 8] * 8))
+    assert_one_line_error(edgekit("convert", digits_files["model"], "--data", p, "-o", tmp_path / "o"),
+                          4, "not numbers")
+
+
+def test_nan_data(tmp_path, digits_files):
+    x = np.zeros((20, 8, 8, 1), np.float32)
+    x[3, 1, 2, 0] = np.nan
+    p = tmp_path / "n.npz"
+    np.savez(p, x=x)
+    assert_one_line_error(edgekit("convert", digits_files["model"], "--data", p, "-o", tmp_path / "o"),
+                          4, "1 NaN/inf value(s); the first at index (3, 1, 2, 0)")
+
+
+def test_eval_without_labels(tmp_path, digits_files):
+    p = tmp_path / "x.npy"
+    np.save(p, np.zeros((20, 8, 8, 1), np.float32))
+    assert_one_line_error(edgekit("convert", digits_files["model"], "--data", digits_files["train"], "--eval", p,
+                                  "-o", tmp_path / "o"), 4, "no labels")
+
+
+def test_int8_without_data(tmp_path, digits_files):
+    assert_one_line_error(edgekit("convert", digits_files["model"], "-o", tmp_path / "o"), 4,
+                          "int8 quantization needs calibration samples")
+
+
+def test_debug_shows_traceback(tmp_path):
+    r = edgekit("convert", tmp_path / "nope.keras", "-o", tmp_path / "o", env={"EDGEKIT_DEBUG": "1"})
+    assert r.returncode == 3 and "Traceback" in r.stderr
+
+
+@pytest.mark.slow
+def test_json_output_is_one_document_and_matches_report(tmp_path, digits_files):
+    out = tmp_path / "o"
+    r = edgekit("convert", digits_files["model"], "--data", digits_files["train"], "--eval", digits_files["test"],
+                "-o", out, "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc == json.loads((out / "report.json").read_text())
+    assert doc["evaluation"]["litert"]["accuracy"] > 0.6
+
+
+@pytest.mark.slow
+def test_sigint_mid_run_keeps_earlier_outputs(tmp_path, digits_files):
+    out = tmp_path / "o"
+    r = edgekit("convert", digits_files["model"], "--data", digits_files["train"], "-o", out)
+    assert r.returncode == 0, r.stderr
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    env = dict(os.environ)
+    env.pop("EDGEKIT_DEBUG", None)
+    proc = subprocess.Popen([sys.executable, "-m", "edgekit", "convert", str(digits_files["model"]), "--data",
+                             str(digits_files["train"]), "--prune", "0.5", "--epochs", "200", "-o", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(12)   # well into fine-tuning (TensorFlow import + load take a few seconds)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert after == before
