@@ -219,3 +219,56 @@ def test_unprunable_layers_are_listed_not_fatal(tmp_path, digits_files):
     assert any("prelu" in w for w in warnings)
     after = {r["layer"]: r for r in rep["sparsity"]["keras_after"]}
     assert after["conv"]["sparsity"] > 0.4 and after["out"]["sparsity"] > 0.4
+
+
+def test_savedmodel_folders(tmp_path, digits_files):
+    from edgekit import _tf
+
+    keras = _tf.keras()
+    tf = _tf.tf()
+    m = keras.models.load_model(digits_files["model"], compile=False)
+    m.save(tmp_path / "keras_sm", save_format="tf")          # Keras SavedModel: loads as tf_keras
+    rep = edgekit.convert(tmp_path / "keras_sm", digits_files["train"], digits_files["test"],
+                          Recipe.from_flags(prune=0.5, epochs=1)).report
+    assert rep["origin"] == "tf_keras" and rep["evaluation"]["tflm"]["accuracy"] > 0.5
+
+    class Plain(tf.Module):                                    # plain SavedModel: PTQ only
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(np.random.default_rng(0).standard_normal((64, 10)).astype("float32"))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 1], tf.float32)])
+        def __call__(self, x):
+            return tf.matmul(tf.reshape(x, [-1, 64]), self.w)
+
+    plain = Plain()
+    tf.saved_model.save(plain, str(tmp_path / "plain_sm"), signatures=plain.__call__)
+    rep = edgekit.convert(tmp_path / "plain_sm", digits_files["train"], digits_files["test"],
+                          Recipe.from_flags()).report
+    assert rep["origin"] == "savedmodel" and rep["io"]["inputs"][0]["dtype"] == "int8"
+    assert "keras_float" not in rep["evaluation"] and "litert_float" in rep["evaluation"]
+    with pytest.raises(UnsupportedModelError, match="SavedModel"):
+        edgekit.convert(tmp_path / "plain_sm", digits_files["train"], None, Recipe.from_flags(cluster=4))
+
+
+def test_regression_models_get_mae_and_rmse(tmp_path, digits_files):
+    from edgekit import _tf
+
+    keras = _tf.keras()
+    keras.utils.set_random_seed(0)
+    d = np.load(digits_files["train"])
+    t = np.load(digits_files["test"])
+    m = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Flatten(),
+                          keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1)])
+    m.compile("adam", "mse")
+    m.fit(d["x"], d["y"].astype("float32"), epochs=20, verbose=0)
+    m.save(tmp_path / "reg.keras")
+    np.savez(tmp_path / "reg_test.npz", x=t["x"], y=t["y"].astype("float32") + 0.25)   # float targets
+    rep = edgekit.convert(tmp_path / "reg.keras", digits_files["train"], tmp_path / "reg_test.npz",
+                          Recipe.from_flags()).report
+    ev = rep["evaluation"]
+    assert ev["task"] == "regression"
+    assert set(ev["litert"]) == {"mae", "rmse"} and ev["delta_vs_float"]["metric"] == "mae"
+    pred = m.predict(t["x"], verbose=0).ravel()
+    assert ev["keras_float"]["mae"] == pytest.approx(float(np.mean(np.abs(pred - (t["y"] + 0.25)))), rel=1e-5)
+    assert abs(ev["litert"]["mae"] - ev["keras_float"]["mae"]) < 0.3
