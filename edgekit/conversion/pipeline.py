@@ -262,6 +262,7 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
         },
         "stages": stages,
         "evaluation": evaluation,
+        "class_names": _class_names(model, train),
         "data": {"train": None if train is None else {"source": train.source, "samples": len(train),
                                                        "class_names": train.class_names},
                  "eval": None if test is None else {"source": test.source, "samples": len(test)}},
@@ -273,6 +274,19 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
         result.out_dir = Path(out_dir)
         result.written = write_artifact(result.out_dir, final, float_model, report)
     return result
+
+
+def _class_names(model, train: Optional[Dataset]) -> list[str]:
+    """Class names from the data (image folders) or from a finetuned model's sidecar file."""
+    if train is not None and train.class_names:
+        return list(train.class_names)
+    if isinstance(model, (str, Path)):
+        from edgekit.optimize.transfer import read_sidecar
+
+        side = read_sidecar(model)
+        if side and isinstance(side.get("class_names"), list):
+            return [str(c) for c in side["class_names"]]
+    return []
 
 
 def _evaluate(loaded, float_model: bytes, final: bytes, test: Dataset, *, compressed: bool, mode: str,

@@ -1,0 +1,79 @@
+"""`edgekit finetune`: transfer learning from a pretrained base to new classes."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgekit.cli.output import Output
+
+
+def _human(out: Output, rep: dict) -> None:
+    from rich.table import Table
+
+    t = Table(title="edgekit finetune", show_header=False)
+    t.add_row("base", rep["base"])
+    t.add_row("cut at", rep["cut_at"])
+    t.add_row("classes", f"{rep['classes']} ({', '.join(rep['class_names'][:10])})")
+    t.add_row("unfrozen base layers", ", ".join(rep["unfrozen_layers"]) or "none")
+    t.add_row("train samples", str(rep["train_samples"]))
+    h = rep["history"]
+    if h["accuracy"]:
+        t.add_row("final train accuracy", f"{h['accuracy'][-1]:.4f}")
+    if rep.get("eval_accuracy") is not None:
+        t.add_row("eval accuracy", f"{rep['eval_accuracy']:.4f}")
+    t.add_row("time", f"{rep['duration_s']:.1f} s")
+    out.console.print(t)
+
+
+def _shape(text: Optional[str]):
+    if not text:
+        return None
+    from edgekit.errors import UsageError
+
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError as e:
+        raise UsageError(f"--input-shape must look like 96,96,3, got {text!r}") from e
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("finetune")
+    def finetune(
+        base: str = typer.Argument(..., help="Pretrained tf_keras model file, or applications:mobilenetv2 "
+                                             "(with --weights)."),
+        data: Path = typer.Option(..., "--data", help="Labelled data of the new task (.npz, image folder, ...)."),
+        out: Path = typer.Option(..., "-o", "--out", help="Where to save the new model (.keras)."),
+        eval_data: Optional[Path] = typer.Option(None, "--eval", help="Labelled test data of the new task."),
+        cut_at: Optional[str] = typer.Option(None, "--cut-at", help="Layer to cut the base at "
+                                                                   "(default: the penultimate layer)."),
+        trainable_top: int = typer.Option(2, "--trainable-top", help="Base layers unfrozen in phase 2."),
+        head_epochs: int = typer.Option(10, "--head-epochs"),
+        finetune_epochs: int = typer.Option(5, "--finetune-epochs"),
+        lr: float = typer.Option(1e-3, "--lr", help="Learning rate of the head phase."),
+        finetune_lr: float = typer.Option(1e-4, "--finetune-lr", help="Learning rate of the fine-tune phase."),
+        batch_size: int = typer.Option(32, "--batch-size"),
+        classes: Optional[int] = typer.Option(None, "--classes", help="Classes of the new head "
+                                                                     "(default: from the labels)."),
+        weights: Optional[Path] = typer.Option(None, "--weights", help="Local weights for an applications base."),
+        input_shape: Optional[str] = typer.Option(None, "--input-shape", help="Input shape for an "
+                                                                             "applications base, e.g. 96,96,3."),
+        seed: int = typer.Option(0, "--seed"),
+        json_out: bool = typer.Option(False, "--json"),
+        quiet: bool = typer.Option(False, "-q", "--quiet"),
+    ) -> None:
+        """Transfer learning: new classifier head on a pretrained base, then fine-tune its top layers."""
+        from edgekit import _tf
+        from edgekit.optimize.transfer import FinetuneSettings, finetune as run
+
+        output = Output(json_mode=json_out, quiet=quiet)
+        settings = FinetuneSettings(cut_at=cut_at, trainable_top=trainable_top, head_epochs=head_epochs,
+                                    finetune_epochs=finetune_epochs, learning_rate=lr,
+                                    finetune_learning_rate=finetune_lr, batch_size=batch_size, seed=seed)
+        with output.progress() as progress, _tf.quiet_native():
+            res = run(base, data, settings, eval_data=eval_data, weights=weights, input_shape=_shape(input_shape),
+                      num_classes=classes, out=out, progress=progress)
+        output.result(res.report, _human)
+        if not json_out and not quiet:
+            output.info(f"wrote {out} (convert it next: edgekit convert {out} --data ... -o build/...)")
