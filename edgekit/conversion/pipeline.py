@@ -106,12 +106,14 @@ def _tflite_sparsity(model: bytes) -> list[dict]:
 def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe | None = None,
             out_dir: str | Path | None = None, *, allow_lambda: bool = False,
             progress: ProgressFn | None = None,
-            warn: Callable[[str], None] | None = None) -> ConvertResult:
+            warn: Callable[[str], None] | None = None, stage_cache: dict | None = None) -> ConvertResult:
     """Shrink and convert a Keras model.
 
     model: path to .keras / .h5 / SavedModel folder, or a tf_keras model object.
     data: calibration + fine-tuning data (path, Dataset or (x, y)); eval_data: labelled test data.
     recipe: a Recipe (default: int8 post-training quantization). out_dir: artifact folder or None.
+    stage_cache: a dict shared between calls (sweeps) so that runs whose recipes share a prefix
+    (same prune settings, say) reuse the fine-tuned model of that prefix instead of training again.
     """
     from edgekit.optimize import tfmot_adapter as mot
     from edgekit.optimize.loading import LoadedModel, load_model
@@ -169,21 +171,26 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
     current = loaded.keras
     keras_layers_before = mot.weight_stats(current) if current is not None else []
     pruned = clustered = False
+    prefix: tuple = (loaded.source, recipe.seed, repr(recipe.train))
     if recipe.prune is not None:
         t0 = time.perf_counter()
-        current, rep = mot.prune(current, train, recipe.prune, recipe.train, progress=progress)
+        prefix += ("prune", repr(recipe.prune))
+        current, rep, reused = _cached(stage_cache, prefix, lambda: mot.prune(
+            current, train, recipe.prune, recipe.train, progress=progress))
         pruned = True
         stage("prune", rep.settings, t0, wrapped_layers=rep.wrapped_layers, skipped_layers=rep.skipped_layers,
-              history=rep.history)
+              history=rep.history, reused=reused)
         for s in rep.skipped_layers:
             warn(f"layer {s['layer']} ({s['type']}) cannot be pruned; left dense")
     if recipe.cluster is not None:
         t0 = time.perf_counter()
-        current, rep = mot.cluster(current, train, recipe.cluster, recipe.train, preserve_sparsity=pruned,
-                                   progress=progress)
+        prefix += ("cluster", repr(recipe.cluster))
+        base_model = current
+        current, rep, reused = _cached(stage_cache, prefix, lambda: mot.cluster(
+            base_model, train, recipe.cluster, recipe.train, preserve_sparsity=pruned, progress=progress))
         clustered = True
         stage("cluster", rep.settings, t0, wrapped_layers=rep.wrapped_layers,
-              skipped_layers=rep.skipped_layers, history=rep.history)
+              skipped_layers=rep.skipped_layers, history=rep.history, reused=reused)
         for s in rep.skipped_layers:
             warn(f"layer {s['layer']} ({s['type']}) cannot be clustered; left as it was")
     keras_layers_after = mot.weight_stats(current) if current is not None else []
@@ -274,6 +281,26 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
         result.out_dir = Path(out_dir)
         result.written = write_artifact(result.out_dir, final, float_model, report)
     return result
+
+
+def _cached(cache: dict | None, key: tuple, run: Callable[[], tuple]) -> tuple[Any, Any, bool]:
+    """Run a training stage, or reuse the model a previous run with the same prefix produced."""
+    import copy
+
+    if cache is not None and key in cache:
+        model, rep = cache[key]
+        return _clone(model), copy.deepcopy(rep), True
+    model, rep = run()
+    if cache is not None:
+        cache[key] = (_clone(model), copy.deepcopy(rep))
+    return model, rep, False
+
+
+def _clone(model):
+    keras = _tf.keras()
+    twin = keras.models.clone_model(model)
+    twin.set_weights(model.get_weights())
+    return twin
 
 
 def _class_names(model, train: Optional[Dataset]) -> list[str]:
