@@ -135,3 +135,36 @@ EXIT_CODES = {
     13: "a native runtime crashed on this model",
     130: "interrupted",
 }
+
+
+# device link
+class PortPermission(DeviceError):
+    """The serial port exists but this user may not open it (not in the dialout group)."""
+
+
+class PortBusy(DeviceError):
+    """Another program holds the serial port (a serial monitor, ModemManager, another edgekit)."""
+
+
+class PortNotFound(DeviceError):
+    """No port at that path or URL (not plugged in, wrong name, server not listening)."""
+
+
+class PortVanished(DeviceError):
+    """The port went away during a transfer (unplugged, board reset re-enumerated USB, server closed)."""
+
+
+class NoAnswer(DeviceError):
+    """The device did not answer a request within its timeout after the bounded retries."""
+
+
+class DeviceReset(DeviceError):
+    """The device sent a HELLO with a new boot nonce: it was reset during the operation."""
+
+
+class ProtocolError(DeviceError):
+    """The device answered with something the protocol does not allow (version, payload, error code)."""
+
+    def __init__(self, message: str, *, hint: str | None = None, code: int | None = None, **context):
+        super().__init__(message, hint=hint, code=code, **context)
+        self.code = code

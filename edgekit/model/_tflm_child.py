@@ -61,7 +61,90 @@ def op_invoke(req: dict) -> dict:
             "output_details": out_details}
 
 
-OPS = {"invoke": op_invoke}
+def _input_count(it) -> int:
+    n = 0
+    while n < 64:
+        try:
+            it.get_input_details(n)
+        except Exception:  # noqa: BLE001 - TFLM raises on an index past the last input
+            break
+        n += 1
+    return n
+
+
+def _runs(req: dict, arena_bytes: int, alt_bytes: int) -> bool:
+    """True when the model allocates in ``arena_bytes`` and one invoke on zero inputs succeeds.
+
+    Each attempt is logged on stderr before and after ("@@probe"/"@@result") so that the parent can
+    tell which size was being tried if a kernel crashes the process on a too-small arena.
+    """
+    import numpy as np
+    from tflite_micro.python.tflite_micro import runtime
+
+    sys.stderr.write(f"@@probe {arena_bytes} {alt_bytes}\n")
+    sys.stderr.flush()
+    ok = True
+    try:
+        it = runtime.Interpreter.from_bytes(
+            req["model"], arena_size=arena_bytes,
+            intrepreter_config=runtime.InterpreterConfig.kAllocationRecording,
+            alt_decompression_memory_size=alt_bytes)
+        for i in range(_input_count(it)):
+            d = it.get_input_details(i)
+            it.set_input(np.zeros([int(v) for v in d["shape"]], dtype=d["dtype"]), i)
+        it.invoke()
+    except Exception:  # noqa: BLE001 - any failure means "does not run in this arena"
+        ok = False
+    sys.stderr.write(f"@@result {arena_bytes} {alt_bytes} {'ok' if ok else 'fail'}\n")
+    sys.stderr.flush()
+    return ok
+
+
+def op_probe(req: dict) -> dict:
+    return {"ok": _runs(req, int(req["arena_bytes"]), int(req.get("alt_decompression_bytes", 0)))}
+
+
+def op_arena(req: dict) -> dict:
+    """Smallest arena (bytes) in which the model allocates and runs, by bisection.
+
+    ``lo`` is a size known to fail, ``hi`` one known to run (0: find one by doubling from
+    ``start_bytes`` up to ``max_bytes``). With ``record`` the recording allocator's total for a
+    generous arena is printed on stderr first ("Arena allocation total N").
+    """
+    from tflite_micro.python.tflite_micro import runtime
+
+    alt = int(req.get("alt_decompression_bytes", 0))
+    lo, hi = int(req.get("lo", 0)), int(req.get("hi", 0))
+    if not hi:
+        size = int(req["start_bytes"])
+        while not _runs(req, size, alt):
+            if size >= int(req["max_bytes"]):
+                return {"arena_bytes": None, "too_large": True}
+            lo, size = size, min(size * 2, int(req["max_bytes"]))
+        hi = size
+    if req.get("record"):
+        it = runtime.Interpreter.from_bytes(
+            req["model"], arena_size=hi,
+            intrepreter_config=runtime.InterpreterConfig.kAllocationRecording,
+            alt_decompression_memory_size=alt)
+        sys.stderr.flush()
+        it.print_allocations()
+        del it
+    while True:
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if _runs(req, mid, alt):
+                hi = mid
+            else:
+                lo = mid
+        # Allocation is not guaranteed monotonic in the arena size: insist that 16 bytes less fails.
+        if hi >= 16 and _runs(req, hi - 16, alt):
+            hi, lo = hi - 16, 0
+            continue
+        return {"arena_bytes": hi}
+
+
+OPS = {"invoke": op_invoke, "arena": op_arena, "probe": op_probe}
 
 
 def main() -> None:

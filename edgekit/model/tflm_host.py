@@ -72,3 +72,98 @@ def invoke(model: bytes, inputs: Sequence[np.ndarray] | np.ndarray, *, arena_byt
         "alt_decompression_bytes": int(alt_decompression_bytes),
     }
     return call_child(request, timeout_s=timeout_s)
+
+
+# --- arena measurement --------------------------------------------------------------------------
+
+ARENA_START_BYTES = 1 << 20
+ARENA_MAX_BYTES = 256 << 20
+_MAX_CRASH_RESTARTS = 24
+
+
+def _probe_log(stderr: str) -> tuple[dict[int, bool], int | None]:
+    """Parse the child's @@probe/@@result lines: {size: ran?} and the size in flight at a crash."""
+    results: dict[int, bool] = {}
+    in_flight = None
+    for line in stderr.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0] == "@@probe":
+            in_flight = int(parts[1])
+        elif len(parts) >= 4 and parts[0] == "@@result":
+            results[int(parts[1])] = parts[3] == "ok"
+            in_flight = None
+    return results, in_flight
+
+
+def _recorded_total(stderr: str) -> int | None:
+    import re
+
+    found = re.findall(r"Arena allocation total (\d+) bytes", stderr)
+    return int(found[-1]) if found else None
+
+
+def try_arena(model: bytes, arena_bytes: int, *, alt_decompression_bytes: int = 0,
+              timeout_s: float = 60.0) -> bool:
+    """True when the model allocates and runs one invoke in exactly ``arena_bytes`` on host TFLM.
+
+    A native crash on a too-small arena counts as "does not fit" (some TFLM kernels crash instead of
+    failing cleanly when Prepare could not get its buffers).
+    """
+    try:
+        reply = call_child({"op": "probe", "model": bytes(model), "arena_bytes": int(arena_bytes),
+                            "alt_decompression_bytes": int(alt_decompression_bytes)}, timeout_s)
+    except NativeCrash as e:
+        if "@@probe" in e.context.get("stderr", ""):
+            return False
+        raise
+    return bool(reply["ok"])
+
+
+def measure_arena(model: bytes, *, alt_decompression_bytes: int = 0,
+                  timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+    """The exact minimal tensor arena of ``model`` on the host TFLM runtime.
+
+    Returns {'arena_bytes': int, 'recorded_bytes': int | None, 'crash_restarts': int}:
+    arena_bytes is the smallest size in which the model allocates and runs (16 bytes less fails);
+    recorded_bytes is what TFLM's RecordingMicroAllocator reported for a generous arena. A crash
+    while probing a size marks that size as failing and the search goes on in a fresh child.
+    Only pass bytes that edgekit.model.load verified.
+    """
+    from edgekit.errors import ModelTooLarge
+
+    lo, hi = 0, 0
+    recorded = None
+    restarts = 0
+    while True:
+        request = {"op": "arena", "model": bytes(model), "lo": lo, "hi": hi,
+                   "start_bytes": ARENA_START_BYTES, "max_bytes": ARENA_MAX_BYTES,
+                   "record": recorded is None and hi == 0,
+                   "alt_decompression_bytes": int(alt_decompression_bytes)}
+        try:
+            reply = call_child(request, timeout_s=timeout_s)
+        except NativeCrash as e:
+            stderr = e.context.get("stderr", "")
+            results, in_flight = _probe_log(stderr)
+            if in_flight is None or restarts >= _MAX_CRASH_RESTARTS:
+                raise
+            recorded = recorded or _recorded_total(stderr)
+            results[in_flight] = False
+            restarts += 1
+            oks = [n for n, ran in results.items() if ran]
+            if oks:
+                hi = min(oks) if not hi else min(hi, *oks)
+            fails = [n for n, ran in results.items() if not ran and (not hi or n < hi)]
+            if fails:
+                lo = max(lo, *fails)
+            if not hi:
+                # Crashed before any size ran: the starting size itself is unusable.
+                raise NativeCrash("the TFLM host runtime crashed while allocating this model",
+                                  hint="the model is malformed or uses features TFLM does not support",
+                                  stderr=stderr) from e
+            continue
+        if reply.get("too_large"):
+            raise ModelTooLarge(f"the model needs a tensor arena above {ARENA_MAX_BYTES >> 20} MiB on TFLM",
+                                hint="this is not a microcontroller-sized model")
+        recorded = recorded or _recorded_total(reply.get("stderr", ""))
+        return {"arena_bytes": int(reply["arena_bytes"]), "recorded_bytes": recorded,
+                "crash_restarts": restarts}

@@ -6,7 +6,8 @@ Steps (each printed before it runs):
 1. train the digits CNN (tf_keras) and save digits.keras, train.npz and test.npz
 2. edgekit convert: int8 post-training quantization        -> <out>/int8
 3. edgekit convert: prune + cluster + preserving QAT + LUT  -> <out>
-4. later steps (inspect, C export, profile on the virtual board) run when those commands exist
+4. edgekit inspect --board nano33ble; 5. edgekit export --format c
+6. edgekit validate and 7. edgekit profile on the virtual board (no hardware needed)
 """
 from __future__ import annotations
 
@@ -58,27 +59,18 @@ def main() -> int:
     print("3. the whole shrink chain")
     run([*edgekit, "convert", str(model_path), *common, "--prune", "0.5", "--cluster", "8", "--qat",
          "--compress", "lut3", "--epochs", str(args.stage_epochs), "-o", str(args.out)])
-    for step in extra_steps(args.out, work):
-        run([*edgekit, *step])
-    print(f"done: {args.out}/model.tflite, {args.out}/report.json")
+    out = args.out
+    print("4. inspect: ops, MACs, exact TFLM arena, fit on a Nano 33 BLE")
+    run([*edgekit, "inspect", str(out / "model.tflite"), "--board", "nano33ble"])
+    print("5. export TFLM C arrays and the op resolver")
+    run([*edgekit, "export", str(out / "model.tflite"), "--format", "c", "-o", str(out / "c"), "--name", "digits"])
+    print("6. validate on the virtual board (real TFLM kernels over the serial protocol on a pty)")
+    run([*edgekit, "validate", str(out / "model.tflite"), "--board", "virtual", "--data", str(work / "test.npz")])
+    print("7. profile on the virtual board (with the float baseline for the energy estimate)")
+    run([*edgekit, "profile", str(out / "model.tflite"), "--board", "virtual", "--runs", "200", "--warmup", "10",
+         "-o", str(out / "profile.json")])
+    print(f"done: {out}/model.tflite, {out}/report.json, {out}/c/, {out}/profile.json")
     return 0
-
-
-def extra_steps(out: Path, work: Path) -> list[list[str]]:
-    """Later pipeline steps, included when this edgekit has the commands."""
-    from edgekit.cli.main import COMMAND_MODULES
-
-    mods = set(COMMAND_MODULES)
-    steps = []
-    if "edgekit.cli.inspect_cmd" in mods:
-        steps.append(["inspect", str(out / "model.tflite"), "--board", "nano33ble"])
-    if "edgekit.cli.export_cmd" in mods:
-        steps.append(["export", str(out / "model.tflite"), "--format", "c", "-o", str(out / "c"),
-                      "--name", "digits"])
-    if "edgekit.cli.device_cmds" in mods:
-        steps.append(["profile", str(out / "int8" / "model.tflite"), "--board", "virtual", "--runs", "200",
-                      "--warmup", "10"])
-    return steps
 
 
 if __name__ == "__main__":

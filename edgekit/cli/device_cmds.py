@@ -1,0 +1,180 @@
+"""`edgekit virtual-board`, `edgekit profile`, `edgekit validate`: the device link commands."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgekit.cli.output import Output
+
+_BOARD_HELP = "Board id from targets/ (virtual: the built-in virtual board; starts itself without --port)."
+_PORT_HELP = "Serial port or pyserial URL (/dev/ttyACM0, COM3, rfc2217://host:port, socket://host:port)."
+
+
+def _fmt_us(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v / 1000:.3f} ms" if v >= 1000 else f"{v:.1f} µs"
+
+
+def _print_profile(out: Output, data: dict) -> None:
+    from rich.table import Table
+
+    c = out.console
+    lat = data["latency_us"]
+    dev = data["device"]
+    c.print(f"[bold]{Path(data['model']['path']).name}[/] on [bold]{data['board']['id']}[/] "
+            f"({dev['firmware_version']}), {data['runs']} runs after {data['warmup']} warm-up")
+    t = Table(title="latency per inference", show_header=True)
+    keys = ("mean", "median", "p90", "p99", "min", "max", "std")
+    for col in keys:
+        t.add_column(col, justify="right", no_wrap=True)
+    t.add_row(*(_fmt_us(lat[k]) for k in keys))
+    c.print(t)
+    c.print(f"95% confidence interval of the mean: {_fmt_us(lat['ci95_low'])} – {_fmt_us(lat['ci95_high'])}")
+    if data.get("per_op"):
+        ops = Table(title="per op", show_header=True)
+        for col in ("op", "count", "mean", "share"):
+            ops.add_column(col, justify="right" if col != "op" else "left")
+        for op in data["per_op"]:
+            ops.add_row(op["name"], str(op["count"]), _fmt_us(op["mean_us"]), f"{op['share']:.0%}")
+        c.print(ops)
+    elif data.get("per_op_note"):
+        c.print(f"per-op timing: not available; {data['per_op_note']}")
+    m, r, e = data["memory"], data["roofline"], data["energy"]
+    facts = Table(show_header=False, box=None)
+    facts.add_column(style="dim")
+    facts.add_column()
+    if m.get("arena_used_bytes"):
+        facts.add_row("arena used", f"{m['arena_used_bytes']:,} B of {m['arena_bytes']:,} B")
+    if r.get("macs"):
+        facts.add_row("MACs", f"{r['macs']:,}")
+        facts.add_row("compute bound", f"{_fmt_us(r['compute_bound_us'])} at {r['peak_macs_per_cycle']} "
+                      f"MACs/cycle, {r['clock_hz'] / 1e6:.0f} MHz")
+        facts.add_row("achieved", f"{r['achieved_macs_per_cycle']:.3f} MACs/cycle")
+    facts.add_row("energy (estimate)", f"{e['per_inference_uj']:.3f} µJ per inference "
+                  f"({e['active_power_mw']} mW active)")
+    fb = e.get("float_baseline")
+    if fb:
+        if "saved_uj" in fb:
+            frac = fb.get("saved_fraction")
+            facts.add_row("vs float model", f"{fb['per_inference_uj']:.3f} µJ; saves {fb['saved_uj']:.3f} µJ"
+                          + (f" ({frac:.0%})" if frac is not None else ""))
+        else:
+            facts.add_row("vs float model", f"skipped: {fb.get('skipped')}")
+    up = data.get("upload")
+    if up:
+        facts.add_row("upload", f"{up['total_bytes']:,} B in {up['seconds']:.2f} s "
+                      f"(chunks of {up['chunk_size']} B)")
+    c.print(facts)
+
+
+def _print_validation(out: Output, data: dict) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"device vs host on {data['samples']} samples", show_header=True)
+    t.add_column("check")
+    t.add_column("value", justify="right")
+    t.add_column("limit", justify="right")
+    ref = {"litert": "LiteRT", "tflm": "host TFLM"}.get(data.get("host_reference", "litert"), "host")
+    t.add_row(f"argmax agreement (device vs {ref})", f"{data['agreement']:.2%}", f"≥ {data['min_agreement']:.2%}")
+    if data.get("agreement_tflm") is not None and ref != "host TFLM":
+        t.add_row("argmax agreement (device vs host TFLM)", f"{data['agreement_tflm']:.2%}", "")
+    t.add_row("max |difference| (output LSBs)", str(data["max_lsb"]), f"≤ {data['max_lsb_limit']}")
+    if data.get("accuracy_device") is not None:
+        t.add_row("accuracy on device", f"{data['accuracy_device']:.2%}", "")
+        t.add_row(f"accuracy on host ({ref})", f"{data['accuracy_host']:.2%}", "")
+    out.console.print(t)
+    if data.get("host_note"):
+        out.console.print(f"note: {data['host_note']}")
+    out.console.print("[green]passed[/]" if data["passed"] else "[red]failed[/]")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("virtual-board")
+    def virtual_board(
+        model: Optional[Path] = typer.Argument(None, help="A .tflite model to start with (optional)."),
+        max_payload: int = typer.Option(4100, "--max-payload", help="Largest frame payload the board takes."),
+        arena_kb: int = typer.Option(200, "--arena-kb", help="Tensor arena of the board, KiB."),
+        json_out: bool = typer.Option(False, "--json", help="Print {\"port\": ...} as JSON."),
+    ) -> None:
+        """Run the virtual board (real TFLM kernels) on a pty; prints the port. Ctrl-C stops it."""
+        import sys
+
+        from edgekit.errors import UsageError
+        from edgekit.fileio import read_input
+        from edgekit.link.virtual_board import VirtualBoard
+
+        out = Output(json_mode=json_out)
+        data = None
+        if model is not None:
+            from edgekit.model.load import load_tflite
+
+            data = load_tflite(read_input(model, "model")).data
+        if not 40 <= max_payload <= 65535:
+            raise UsageError("--max-payload must be 40..65535")
+        board = VirtualBoard(data, max_payload=max_payload, arena_bytes=arena_kb * 1024)
+        try:
+            port = board.open()
+            out.result({"port": port, "board_id": board.board_id, "max_payload": max_payload,
+                        "model_sha256": board.model_sha.hex() if board.model else None},
+                       human=lambda o, d: o.console.print(d["port"]))
+            sys.stdout.flush()
+            out.info("virtual board running; connect with --port " + port + "; Ctrl-C stops it")
+            board.serve_forever()
+        except KeyboardInterrupt:
+            out.info("virtual board stopped")
+        finally:
+            board.stop()
+
+    @app.command("profile")
+    def profile_cmd(
+        model: Path = typer.Argument(..., help="The .tflite model to profile."),
+        board: str = typer.Option("virtual", "--board", "-b", help=_BOARD_HELP),
+        port: Optional[str] = typer.Option(None, "--port", "-p", help=_PORT_HELP),
+        runs: int = typer.Option(200, "--runs", help="Timed runs."),
+        warmup: int = typer.Option(10, "--warmup", help="Untimed runs first."),
+        baud: Optional[int] = typer.Option(None, "--baud", help="Baud rate (default: the board's)."),
+        no_baseline: bool = typer.Option(False, "--no-float-baseline",
+                                         help="Do not profile model_float.tflite next to the model."),
+        out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the JSON here."),
+        json_out: bool = typer.Option(False, "--json", help="Print one JSON document (edgekit.profile/1)."),
+    ) -> None:
+        """Measure a model on a board: latency stats, arena, roofline, energy estimate."""
+        from edgekit.cli.output import dumps
+        from edgekit.fileio import write_text
+        from edgekit.profile import profile
+
+        out = Output(json_mode=json_out)
+        with out.progress() as report:
+            result = profile(model, board=board, port=port, runs=runs, warmup=warmup, progress=report,
+                             baud=baud, float_baseline=not no_baseline)
+        data = result.to_dict()
+        if out_file is not None:
+            write_text(out_file, dumps(data) + "\n", skip_if_same=False)
+            out.info(f"wrote {out_file}")
+        out.result(data, human=_print_profile)
+
+    @app.command("validate")
+    def validate_cmd(
+        model: Path = typer.Argument(..., help="The .tflite model (the one on the device)."),
+        data: Path = typer.Option(..., "--data", "-d", help="Samples: .npz (x, optional y) or .npy."),
+        board: str = typer.Option("virtual", "--board", "-b", help=_BOARD_HELP),
+        port: Optional[str] = typer.Option(None, "--port", "-p", help=_PORT_HELP),
+        n: int = typer.Option(100, "-n", "--samples", help="How many samples to run (from the start)."),
+        max_lsb: int = typer.Option(1, "--max-lsb", help="Largest allowed output difference in LSBs."),
+        min_agreement: float = typer.Option(0.99, "--min-agreement",
+                                            help="Smallest allowed argmax agreement (0..1)."),
+        baud: Optional[int] = typer.Option(None, "--baud", help="Baud rate (default: the board's)."),
+        json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    ) -> None:
+        """Run real samples on the device and on the host; fail (exit 10) past the thresholds."""
+        from edgekit.validate import validate
+
+        out = Output(json_mode=json_out)
+        with out.progress() as report:
+            result = validate(model, data, board=board, port=port, n=n, max_lsb=max_lsb,
+                              min_agreement=min_agreement, progress=report, baud=baud, raise_on_fail=False)
+        out.result(result.to_dict(), human=_print_validation)
+        result.raise_if_failed()

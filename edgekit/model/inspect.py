@@ -1,0 +1,292 @@
+"""`edgekit.inspect(model)`: what is in a .tflite and whether it fits a board.
+
+Everything is read from the verified flatbuffer (ops, tensor shapes, weights) or measured on the host
+TFLM runtime in a child process (the tensor arena); nothing is guessed.
+"""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from edgekit.errors import EdgekitError
+from edgekit.model.graph import FLOAT_DTYPES, Graph, Subgraph, Tensor, parse
+from edgekit.model.load import VerifiedModel, load_tflite
+from edgekit.model.macs import op_macs
+from edgekit.model.tflm_ops import resolver_method
+
+DECODE_OP = "TFLM_DECODE"
+# Weight tensors smaller than this are left out of the model-wide sparsity figure (biases, LUTs).
+SPARSITY_MIN_ELEMENTS = 16
+
+
+def _align16(n: int) -> int:
+    return (n + 15) // 16 * 16
+
+
+@dataclass
+class TensorSummary:
+    name: str
+    shape: list[int]
+    dtype: str
+    scale: float | None = None
+    zero_point: int | None = None
+
+    @classmethod
+    def of(cls, t: Tensor) -> "TensorSummary":
+        q = t.quant_dict()
+        return cls(name=t.name, shape=list(t.shape), dtype=t.dtype, scale=q.get("scale"),
+                   zero_point=q.get("zero_point"))
+
+
+@dataclass
+class OpSummary:
+    index: int
+    op: str
+    macs: int
+    params: int                 # elements of the constant tensors this op reads (first use only)
+    output_shape: list[int]
+
+
+@dataclass
+class WeightTensor:
+    name: str
+    shape: list[int]
+    dtype: str
+    bytes: int
+    sparsity: float | None      # fraction of elements equal to the zero point (None: not counted)
+
+
+@dataclass
+class BoardFit:
+    board: str
+    flash_bytes: int
+    ram_bytes: int
+    firmware_flash_bytes: int
+    firmware_ram_bytes: int
+    model_flash_bytes: int
+    arena_bytes: int | None
+    flash_needed_bytes: int
+    ram_needed_bytes: int | None
+    flash_margin_bytes: int
+    ram_margin_bytes: int | None
+    fits: bool | None            # None when the arena could not be measured
+    peak_int8_macs_per_cycle: float
+    clock_hz: int
+    latency_bound_us: float      # roofline: MACs / (peak MACs per cycle x clock)
+
+
+@dataclass
+class ArenaReport:
+    arena_bytes: int | None = None              # smallest arena that allocates and runs (host TFLM)
+    recorded_bytes: int | None = None           # RecordingMicroAllocator total, generous arena
+    alt_decompression_bytes: int = 0            # compressed models: alternate decompression buffer
+    arena_with_alt_bytes: int | None = None     # smallest arena when that buffer is given
+    error: str | None = None
+
+
+@dataclass
+class InspectResult:
+    source: str
+    sha256: str
+    model_bytes: int
+    subgraphs: int
+    inputs: list[TensorSummary]
+    outputs: list[TensorSummary]
+    op_histogram: dict[str, int]
+    ops: list[OpSummary]
+    total_macs: int
+    total_params: int
+    weight_bytes: int
+    weights: list[WeightTensor]
+    sparsity: float | None
+    quantization: str                   # "int8", "int16x8", "float", "mixed"
+    float_tensors: list[str]            # float tensors left in a model meant to be integer-only
+    tflm_unsupported_ops: list[str]
+    compressed: bool                    # holds TFLM_DECODE ops (LUT compression)
+    arena: ArenaReport
+    board_fit: BoardFit | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def arena_bytes(self) -> int | None:
+        return self.arena.arena_bytes
+
+    @property
+    def resolver_ops(self) -> list[str]:
+        """Distinct op names in first-use order (what a MicroMutableOpResolver must hold)."""
+        seen: list[str] = []
+        for o in self.ops:
+            if o.op not in seen:
+                seen.append(o.op)
+        return seen
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _classify(graph: Graph) -> tuple[str, list[str]]:
+    """Quantization kind of the model, and the float tensors left in it when it is meant as integer."""
+    sg = graph.main
+    activations = [t for t in sg.tensors if not t.is_constant]
+    float_tensors = [t for t in sg.tensors if t.dtype in FLOAT_DTYPES]
+    quantized = [t for t in sg.tensors if t.is_quantized and t.dtype in ("int8", "int16", "uint8")]
+    if not quantized:
+        return "float", []
+    if not float_tensors:
+        if any(t.dtype == "int16" and t.is_quantized for t in activations):
+            return "int16x8", []
+        return "int8", []
+    return "mixed", [t.name or f"tensor {t.index}" for t in float_tensors]
+
+
+def _sparsity(t: Tensor) -> float | None:
+    import numpy as np
+
+    if t.data is None or t.dtype not in ("int8", "uint8", "int16", "float32", "float16"):
+        return None
+    dt = {"int8": np.int8, "uint8": np.uint8, "int16": np.int16, "float32": np.float32,
+          "float16": np.float16}[t.dtype]
+    itemsize = np.dtype(dt).itemsize
+    raw = t.data
+    if raw.size % itemsize or raw.size // itemsize != t.elements or t.elements == 0:
+        return None                      # encoded (compressed) data: no element-wise meaning
+    values = np.frombuffer(raw.tobytes(), dtype=dt)
+    zero = t.zero_points[0] if len(t.zero_points) == 1 else 0
+    return float(np.count_nonzero(values == zero)) / values.size
+
+
+def _decode_output_bytes(sg: Subgraph) -> int:
+    total = 0
+    for op in sg.operators:
+        if op.op == DECODE_OP:
+            for k in op.outputs:
+                if k >= 0:
+                    t = sg.tensors[k]
+                    total += _align16(t.elements * max(t.element_bytes, 1))
+    return total
+
+
+def measure_arena(model: VerifiedModel, graph: Graph | None = None, *,
+                  timeout_s: float = 120.0) -> ArenaReport:
+    """Measure the exact arena on host TFLM (child process); for compressed models also with the
+    alternate decompression buffer sized to hold every DECODE output."""
+    from edgekit.model import tflm_host
+
+    graph = graph or parse(model)
+    report = ArenaReport()
+    m = tflm_host.measure_arena(model.data, timeout_s=timeout_s)
+    report.arena_bytes, report.recorded_bytes = m["arena_bytes"], m["recorded_bytes"]
+    alt = _decode_output_bytes(graph.main)
+    if alt:
+        report.alt_decompression_bytes = alt
+        m2 = tflm_host.measure_arena(model.data, alt_decompression_bytes=alt, timeout_s=timeout_s)
+        report.arena_with_alt_bytes = m2["arena_bytes"]
+    return report
+
+
+def board_fit(model_bytes: int, arena_bytes: int | None, macs: int, board) -> BoardFit:
+    """Flash / RAM fit of model + arena + firmware on a board, and the roofline latency bound."""
+    flash_needed = model_bytes + board.firmware_flash_bytes
+    ram_needed = None if arena_bytes is None else arena_bytes + board.firmware_ram_bytes
+    flash_margin = board.flash_bytes - flash_needed
+    ram_margin = None if ram_needed is None else board.ram_bytes - ram_needed
+    fits = None if ram_margin is None else (flash_margin >= 0 and ram_margin >= 0)
+    if flash_margin < 0:
+        fits = False
+    peak = float(board.peak_int8_macs_per_cycle) * float(board.clock_hz)
+    return BoardFit(board=board.id, flash_bytes=board.flash_bytes, ram_bytes=board.ram_bytes,
+                    firmware_flash_bytes=board.firmware_flash_bytes,
+                    firmware_ram_bytes=board.firmware_ram_bytes, model_flash_bytes=model_bytes,
+                    arena_bytes=arena_bytes, flash_needed_bytes=flash_needed,
+                    ram_needed_bytes=ram_needed, flash_margin_bytes=flash_margin,
+                    ram_margin_bytes=ram_margin, fits=fits,
+                    peak_int8_macs_per_cycle=float(board.peak_int8_macs_per_cycle),
+                    clock_hz=int(board.clock_hz),
+                    latency_bound_us=(macs / peak * 1e6) if peak > 0 else float("inf"))
+
+
+def inspect(model: str | os.PathLike | bytes | VerifiedModel, board: Any = None, *,
+            measure_arena_bytes: bool = True, timeout_s: float = 120.0) -> InspectResult:
+    """Inspect a .tflite model (path or bytes).
+
+    Returns an InspectResult (``to_dict()`` for JSON): inputs/outputs with quantization, op
+    histogram, MACs and parameters per op and in total, weight bytes and sparsity per tensor, float
+    tensors left in an integer model, ops TFLM cannot run, the exact minimal tensor arena measured on
+    the host TFLM runtime, and with ``board`` (id or edgekit.boards.Board) the flash/RAM fit and a
+    roofline latency bound. Raises an EdgekitError for anything that is not a valid .tflite.
+    """
+    verified = load_tflite(model)
+    graph = parse(verified)
+    sg = graph.main
+    warnings = list(verified.warnings)
+
+    ops: list[OpSummary] = []
+    counted: set[int] = set()
+    for op in sg.operators:
+        params = 0
+        for k in op.inputs:
+            if k >= 0 and k not in counted and sg.tensors[k].is_constant:
+                counted.add(k)
+                params += sg.tensors[k].elements
+        out = sg.tensors[op.outputs[0]].shape if op.outputs and op.outputs[0] >= 0 else []
+        ops.append(OpSummary(index=op.index, op=op.op, macs=op_macs(sg, op), params=params,
+                             output_shape=list(out)))
+    total_params = sum(t.elements for t in sg.tensors if t.is_constant)
+    for other in graph.subgraphs[1:]:
+        total_params += sum(t.elements for t in other.tensors if t.is_constant)
+
+    weights, zero_count, counted_elements = [], 0.0, 0
+    for t in sg.tensors:
+        if not t.is_constant:
+            continue
+        s = _sparsity(t)
+        weights.append(WeightTensor(name=t.name, shape=list(t.shape), dtype=t.dtype,
+                                    bytes=t.buffer_bytes, sparsity=s))
+        if s is not None and t.elements >= SPARSITY_MIN_ELEMENTS and t.dtype != "int32":
+            zero_count += s * t.elements
+            counted_elements += t.elements
+    weights.sort(key=lambda w: -w.bytes)
+
+    quant, float_tensors = _classify(graph)
+    if float_tensors:
+        warnings.append(f"{len(float_tensors)} float tensor(s) left in an integer model: "
+                        + ", ".join(float_tensors[:5]) + (" ..." if len(float_tensors) > 5 else ""))
+    all_ops = [o.op for g in graph.subgraphs for o in g.operators]
+    unsupported = sorted({name for name in all_ops if resolver_method(name) is None})
+    if unsupported:
+        warnings.append("TFLM cannot run: " + ", ".join(unsupported))
+
+    arena = ArenaReport()
+    if not measure_arena_bytes:
+        arena.error = "not measured"
+    elif unsupported:
+        arena.error = "not measured: the model has ops TFLM cannot run"
+    else:
+        try:
+            arena = measure_arena(verified, graph, timeout_s=timeout_s)
+        except EdgekitError as e:
+            arena.error = e.message
+            warnings.append(f"TFLM could not allocate this model: {e.message}")
+
+    total_macs = sum(o.macs for o in ops)
+    fit = None
+    if board is not None:
+        if isinstance(board, str):
+            from edgekit.boards import load_board
+
+            board = load_board(board)
+        fit = board_fit(verified.size_bytes, arena.arena_bytes, total_macs, board)
+
+    return InspectResult(
+        source=verified.source, sha256=verified.sha256, model_bytes=verified.size_bytes,
+        subgraphs=len(graph.subgraphs),
+        inputs=[TensorSummary.of(sg.tensors[i]) for i in sg.inputs],
+        outputs=[TensorSummary.of(sg.tensors[i]) for i in sg.outputs],
+        op_histogram=dict(Counter(all_ops).most_common()),
+        ops=ops, total_macs=total_macs, total_params=total_params,
+        weight_bytes=sum(w.bytes for w in weights), weights=weights,
+        sparsity=(zero_count / counted_elements) if counted_elements else None,
+        quantization=quant, float_tensors=float_tensors, tflm_unsupported_ops=unsupported,
+        compressed=DECODE_OP in all_ops, arena=arena, board_fit=fit, warnings=warnings)

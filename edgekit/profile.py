@@ -1,0 +1,297 @@
+"""Profile a model on a device: latency statistics, arena, roofline and an energy estimate.
+
+    result = edgekit.profile("build/digits/model.tflite", board="virtual", runs=200)
+    print(result.latency_us["median"], result.to_dict())
+
+The result is one JSON document, schema ``edgekit.profile/1`` (docs/profile-schema.md), the same
+for every runner (serial boards, the virtual board, later a Raspberry Pi or an Android phone).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import sys
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import UsageError
+from edgekit.fileio import read_input
+from edgekit.link.frames import Capability
+from edgekit.progress import ProgressFn
+
+SCHEMA = "edgekit.profile/1"
+FLOAT_BASELINE_NAME = "model_float.tflite"
+FLOAT_BASELINE_MAX_RUNS = 50
+INPUT_SEED = 0
+
+# two-sided 95 % Student t quantiles for 1..30 degrees of freedom; 1.96 beyond
+_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042]
+
+
+def latency_stats(samples_us: list[float] | np.ndarray) -> dict[str, float]:
+    """mean, median, p90, p99, min, max, std (sample) and the 95 % confidence interval of the mean."""
+    x = np.asarray(samples_us, dtype=np.float64)
+    if x.size == 0:
+        raise ValueError("no samples")
+    n = x.size
+    mean = float(x.mean())
+    std = float(x.std(ddof=1)) if n > 1 else 0.0
+    t = _T95[n - 2] if 2 <= n <= 31 else 1.96
+    half = t * std / math.sqrt(n) if n > 1 else 0.0
+    return {"mean": mean, "median": float(np.median(x)), "p90": float(np.percentile(x, 90)),
+            "p99": float(np.percentile(x, 99)), "min": float(x.min()), "max": float(x.max()),
+            "std": std, "ci95_low": mean - half, "ci95_high": mean + half, "n": int(n)}
+
+
+@dataclass
+class ModelFacts:
+    path: str
+    sha256: str
+    size_bytes: int
+    input_bytes: int
+    output_bytes: int
+    macs: int | None
+    inputs: list[dict] = field(default_factory=list)
+    outputs: list[dict] = field(default_factory=list)
+
+
+def model_facts(data: bytes, path: str = "<bytes>") -> ModelFacts:
+    """Verify the model (LiteRT verifier) and read its I/O and MAC count."""
+    from edgekit.model.graph import parse
+    from edgekit.model.load import load_tflite
+    from edgekit.model.macs import op_macs
+
+    verified = load_tflite(data)
+    graph = parse(verified)
+    sg = graph.main
+
+    def io(index: int) -> dict:
+        t = sg.tensors[index]
+        return {"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "bytes": t.elements * t.element_bytes,
+                "scale": t.scales[0] if len(t.scales) == 1 else None,
+                "zero_point": t.zero_points[0] if len(t.zero_points) == 1 else None}
+
+    ins = [io(i) for i in sg.inputs]
+    outs = [io(i) for i in sg.outputs]
+    macs = sum(op_macs(sg, op) for s in graph.subgraphs for op in s.operators)
+    return ModelFacts(path=path, sha256=verified.sha256, size_bytes=len(data),
+                      input_bytes=sum(d["bytes"] for d in ins), output_bytes=sum(d["bytes"] for d in outs),
+                      macs=int(macs), inputs=ins, outputs=outs)
+
+
+def random_input(facts: ModelFacts, seed: int = INPUT_SEED) -> bytes:
+    """Deterministic input bytes for profiling (uniform over each input's dtype range)."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for d in facts.inputs:
+        dtype = np.dtype(d["dtype"])
+        n = int(np.prod(d["shape"])) if d["shape"] else 1
+        if np.issubdtype(dtype, np.integer):
+            info = np.iinfo(dtype)
+            arr = rng.integers(info.min, info.max, size=n, endpoint=True, dtype=np.int64).astype(dtype)
+        else:
+            arr = rng.uniform(-1, 1, size=n).astype(dtype)
+        parts.append(arr.tobytes())
+    return b"".join(parts)
+
+
+@dataclass
+class ProfileResult:
+    model: dict[str, Any]
+    board: dict[str, Any]
+    device: dict[str, Any]
+    runs: int
+    warmup: int
+    latency_us: dict[str, float]
+    latency_samples_us: list[float]
+    cycles: dict[str, float] | None
+    per_op: list[dict[str, Any]] | None
+    per_op_note: str | None
+    memory: dict[str, Any]
+    roofline: dict[str, Any]
+    energy: dict[str, Any]
+    upload: dict[str, Any] | None
+    runner: str = "serial"
+    created: str = ""
+    edgekit_version: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, "created": self.created, "edgekit_version": self.edgekit_version,
+                "runner": self.runner, "model": self.model, "board": self.board, "device": self.device,
+                "runs": self.runs, "warmup": self.warmup, "latency_us": self.latency_us,
+                "latency_samples_us": self.latency_samples_us, "cycles": self.cycles,
+                "per_op": self.per_op, "per_op_note": self.per_op_note, "memory": self.memory,
+                "roofline": self.roofline, "energy": self.energy, "upload": self.upload}
+
+
+def roofline(macs: int | None, latency_us: float, clock_hz: int, peak_macs_per_cycle: float) -> dict:
+    """Compute-bound floor and what the device achieved (MACs per clock cycle)."""
+    if not macs:
+        return {"macs": macs, "clock_hz": clock_hz, "peak_macs_per_cycle": peak_macs_per_cycle,
+                "compute_bound_us": None, "achieved_macs_per_cycle": None, "utilization": None}
+    bound_us = macs / (peak_macs_per_cycle * clock_hz) * 1e6
+    cycles = latency_us * 1e-6 * clock_hz
+    achieved = macs / cycles if cycles > 0 else None
+    return {"macs": int(macs), "clock_hz": clock_hz, "peak_macs_per_cycle": peak_macs_per_cycle,
+            "compute_bound_us": bound_us, "achieved_macs_per_cycle": achieved,
+            "utilization": achieved / peak_macs_per_cycle if achieved is not None else None}
+
+
+def _measure(conn, model: bytes, facts: ModelFacts, runs: int, warmup: int,
+             progress: ProgressFn | None) -> tuple[dict | None, Any, list]:
+    from edgekit.link.device import ensure_model
+
+    from edgekit.link.session import ProfileTrain
+
+    upload = ensure_model(conn, model, progress)
+    session = conn.session
+    x = random_input(facts)
+    if session.hello().has(Capability.PROFILE):
+        session.stage_input(x)
+        session.invoke(b"")                  # one invoke: checks the model runs, times the wait
+        train = session.profile(warmup, runs, progress)
+    else:
+        # firmware without PROFILE: time single INVOKEs (the device still measures each one)
+        for _ in range(warmup + 1):
+            session.invoke(x)
+        records = []
+        for k in range(runs):
+            res = session.invoke(x)
+            records.append((res.time_ns, res.cycles))
+            if progress:
+                progress("profile", k + 1, runs)
+        train = ProfileTrain(runs=records, arena_used=upload.arena_used if upload else 0)
+    return (upload.to_dict() if upload else None), train, session
+
+
+def profile(model_path: str | os.PathLike, board: str = "virtual", port: str | None = None,
+            runs: int = 200, warmup: int = 10, progress: ProgressFn | None = None, *,
+            baud: int | None = None, float_baseline: str | os.PathLike | None | bool = True,
+            virtual_options: dict | None = None) -> ProfileResult:
+    """Profile ``model_path`` on ``board`` (at ``port``; the virtual board starts itself without one).
+
+    ``float_baseline``: True looks for model_float.tflite next to the model (the convert artifact
+    folder); a path uses that file; False/None skips it. The float model is profiled on the same
+    device when the board takes models at run time, to estimate the energy the int8 model saves.
+    """
+    from edgekit._version import __version__
+    from edgekit.link.device import connect
+
+    if not 1 <= runs <= 65535:
+        raise UsageError(f"--runs must be 1..65535, got {runs}")
+    if not 0 <= warmup <= 65535:
+        raise UsageError(f"--warmup must be 0..65535, got {warmup}")
+    path = Path(model_path)
+    model = read_input(path, "model")
+    facts = model_facts(model, str(path))
+    baseline_path = _baseline_path(path, float_baseline)
+
+    with connect(board, port, baud=baud, virtual_options=virtual_options) as conn:
+        b = conn.board
+        baseline = None
+        if baseline_path is not None:
+            baseline = _profile_baseline(conn, baseline_path, min(runs, FLOAT_BASELINE_MAX_RUNS),
+                                         min(warmup, 5), progress)
+        upload, train, session = _measure(conn, model, facts, runs, warmup, progress)
+        hello = session.hello()
+
+    times_us = [t / 1000.0 for t, _ in train.runs]
+    stats = latency_stats(times_us)
+    cycles = None
+    if hello.has(Capability.CYCLES):
+        cycles = latency_stats([float(c) for _, c in train.runs])
+    per_op, note = None, None
+    if train.ops:
+        total_ns = sum(t for _, _, t in train.ops) or 1
+        per_op = [{"name": n, "count": c, "total_us": t / 1000.0, "mean_us": t / 1000.0 / max(runs, 1),
+                   "share": t / total_ns} for n, c, t in train.ops]
+    else:
+        note = ("the device has no per-op timing (PER_OP capability)"
+                if not hello.has(Capability.PER_OP) else "the device sent no per-op records")
+    energy_uj = b.active_power_mw * stats["mean"] / 1000.0       # mW x ms = µJ
+    energy = {"estimate": True, "active_power_mw": b.active_power_mw, "per_inference_uj": energy_uj,
+              "method": "board active_power_mw x mean latency", "float_baseline": None}
+    if baseline is not None:
+        if "latency_us_mean" in baseline:
+            f_uj = b.active_power_mw * baseline["latency_us_mean"] / 1000.0
+            baseline.update({"per_inference_uj": f_uj, "saved_uj": f_uj - energy_uj,
+                             "saved_fraction": (f_uj - energy_uj) / f_uj if f_uj > 0 else None})
+        energy["float_baseline"] = baseline
+    return ProfileResult(
+        model={"path": str(path), "sha256": facts.sha256, "size_bytes": facts.size_bytes,
+               "macs": facts.macs, "inputs": facts.inputs, "outputs": facts.outputs},
+        board={"id": b.id, "name": b.name, "cpu": b.cpu, "clock_hz": b.clock_hz,
+               "runtime": b.runtime, "active_power_mw": b.active_power_mw,
+               "peak_int8_macs_per_cycle": b.peak_int8_macs_per_cycle},
+        device={**hello.to_dict(), "port": None if conn.started_virtual_board else conn.port},
+        runs=runs, warmup=warmup, latency_us=stats, latency_samples_us=times_us, cycles=cycles,
+        per_op=per_op, per_op_note=note,
+        memory={"arena_used_bytes": train.arena_used or None, "arena_bytes": hello.arena_bytes,
+                "model_bytes": facts.size_bytes},
+        roofline=roofline(facts.macs, stats["mean"], b.clock_hz, b.peak_int8_macs_per_cycle),
+        energy=energy, upload=upload,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        edgekit_version=__version__)
+
+
+def _baseline_path(path: Path, float_baseline) -> Path | None:
+    if float_baseline is None or float_baseline is False:
+        return None
+    cand = path.parent / FLOAT_BASELINE_NAME if float_baseline is True else Path(float_baseline)
+    if not cand.is_file():
+        if float_baseline is True:
+            return None
+        raise UsageError(f"float baseline model not found: {cand}")
+    try:
+        if cand.resolve() == path.resolve():
+            return None
+    except OSError:
+        return None
+    return cand
+
+
+def _profile_baseline(conn, path: Path, runs: int, warmup: int, progress) -> dict:
+    """Latency of the float model on the same device, or why it was skipped."""
+    from edgekit.errors import DeviceError, EdgekitError
+
+    out: dict[str, Any] = {"path": str(path)}
+    if conn.board.int8_only:
+        out["skipped"] = f"board {conn.board.id} runs int8 kernels only"
+        return out
+    if not conn.board.runtime_model_upload:
+        out["skipped"] = "the board takes no models at run time (flash it to compare)"
+        return out
+    try:
+        data = read_input(path, "float baseline model")
+        facts = model_facts(data, str(path))
+        _, train, _ = _measure(conn, data, facts, runs, warmup, progress)
+    except DeviceError as e:
+        if getattr(e, "code", None) is None:
+            raise                      # a link failure is not a baseline problem
+        out["skipped"] = f"the device refused the float model: {e.message}"
+        return out
+    except EdgekitError as e:
+        out["skipped"] = f"float model unusable: {e.message}"
+        return out
+    out["runs"] = runs
+    out["latency_us_mean"] = float(np.mean([t / 1000.0 for t, _ in train.runs]))
+    out["sha256"] = facts.sha256
+    return out
+
+
+class _CallableModule(types.ModuleType):
+    """``edgekit.profile`` is both this module and the public function (edgekit/__init__.py's lazy table);
+    importing the module rebinds the package attribute to it, so the module forwards calls."""
+
+    def __call__(self, *args, **kwargs):
+        return profile(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
