@@ -22,47 +22,35 @@ from edgekit.optimize.recipe import CompressSpec
 WEIGHT_OPS = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1}   # op -> weight input index
 
 
-def _op_names() -> dict[int, str]:
-    from ai_edge_litert import schema_py_generated as schema
-
-    return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-
-
 def plan(model: bytes, spec: CompressSpec) -> tuple[list, list[dict]]:
-    """Which tensors to compress and how: (tflite_micro specs, one report row per candidate)."""
-    from ai_edge_litert import schema_py_generated as schema
+    """Which tensors to compress and how: (tflite-micro compression specs, one report row per candidate)."""
     from tflite_micro.tensorflow.lite.micro.compression import spec as lut_spec
 
-    m = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
-    names = _op_names()
+    from edgekit.model.graph import parse
+    from edgekit.model.load import load_tflite
+
+    graph = parse(load_tflite(model))
     specs, rows = [], []
     seen = set()
-    for si, sg in enumerate(m.subgraphs or []):
-        for op in sg.operators or []:
-            oc = m.operatorCodes[op.opcodeIndex]
-            opname = names.get(max(oc.builtinCode, oc.deprecatedBuiltinCode), "?")
-            if opname not in WEIGHT_OPS or op.inputs is None or len(op.inputs) <= WEIGHT_OPS[opname]:
+    for sg in graph.subgraphs:
+        for op in sg.operators:
+            k = WEIGHT_OPS.get(op.op)
+            if k is None or len(op.inputs) <= k or op.inputs[k] < 0 or (sg.index, op.inputs[k]) in seen:
                 continue
-            ti = int(op.inputs[WEIGHT_OPS[opname]])
-            if ti < 0 or (si, ti) in seen:
-                continue
-            seen.add((si, ti))
+            ti = op.inputs[k]
+            seen.add((sg.index, ti))
             t = sg.tensors[ti]
-            buf = m.buffers[t.buffer].data if t.buffer < len(m.buffers) else None
-            tname = t.name.decode() if isinstance(t.name, bytes) else (t.name or f"tensor {ti}")
-            row = {"tensor": tname, "index": ti, "op": opname, "shape": [int(d) for d in t.shape],
-                   "bytes": 0 if buf is None else int(len(buf))}
+            row = {"tensor": t.name or f"tensor {ti}", "index": ti, "op": op.op, "shape": list(t.shape),
+                   "bytes": t.buffer_bytes}
             rows.append(row)
-            if buf is None or t.type != schema.TensorType.INT8:
+            if t.data is None or t.dtype != "int8":
                 row["skipped"] = "not a constant int8 tensor"
                 continue
-            if len(buf) < spec.min_tensor_bytes:
+            if t.buffer_bytes < spec.min_tensor_bytes:
                 row["skipped"] = f"smaller than {spec.min_tensor_bytes} bytes; a table would not pay"
                 continue
-            arr = np.frombuffer(bytes(buf), dtype=np.int8).reshape([int(d) for d in t.shape])
-            q = t.quantization
-            per_channel = q is not None and q.scale is not None and len(q.scale) > 1
-            axis = int(q.quantizedDimension) if per_channel else None
+            arr = t.data.view(np.int8).reshape(t.shape)
+            axis = t.quantized_dimension if len(t.scales) > 1 else None
             if axis is not None and axis not in (0, arr.ndim - 1):
                 row["skipped"] = f"channel axis {axis} not supported by the TFLM decoder"
                 continue
@@ -78,7 +66,7 @@ def plan(model: bytes, spec: CompressSpec) -> tuple[list, list[dict]]:
                 continue
             row["index_bits"] = bits
             mode = lut_spec.PerChannel(axis=axis) if axis is not None else lut_spec.PerTensor()
-            specs.append(lut_spec.Tensor(subgraph=si, tensor=ti,
+            specs.append(lut_spec.Tensor(subgraph=sg.index, tensor=ti,
                                          compression=[lut_spec.LookUpTableCompression(
                                              index_bitwidth=bits, mode=mode)]))
     return specs, rows

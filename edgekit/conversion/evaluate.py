@@ -72,22 +72,17 @@ def tflm_run(model: bytes, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, Optio
 
 
 def io_quant(model: bytes) -> tuple[TensorQuant, TensorQuant]:
-    """Quantization of the first input and output, read from the flatbuffer (a verified model)."""
-    from ai_edge_litert import schema_py_generated as schema
+    """Quantization of the first input and output (the model is verified first)."""
+    from edgekit.model.graph import parse
+    from edgekit.model.load import load_tflite
 
-    m = schema.Model.GetRootAs(bytearray(model), 0)
-    sg = m.Subgraphs(0)
-    names = {schema.TensorType.INT8: "int8", schema.TensorType.UINT8: "uint8",
-             schema.TensorType.INT16: "int16", schema.TensorType.FLOAT32: "float32"}
+    sg = parse(load_tflite(model)).main
 
     def quant(ti: int) -> TensorQuant:
-        t = sg.Tensors(ti)
-        q = t.Quantization()
-        scale = float(q.Scale(0)) if q is not None and q.ScaleLength() else 0.0
-        zp = int(q.ZeroPoint(0)) if q is not None and q.ZeroPointLength() else 0
-        return TensorQuant(names.get(t.Type(), "float32"), scale, zp)
+        t = sg.tensors[ti]
+        return TensorQuant(t.dtype, t.scales[0] if t.scales else 0.0, t.zero_points[0] if t.zero_points else 0)
 
-    return quant(sg.Inputs(0)), quant(sg.Outputs(0))
+    return quant(sg.inputs[0]), quant(sg.outputs[0])
 
 
 def arena_total(stderr_text: str) -> Optional[int]:

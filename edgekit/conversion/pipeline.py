@@ -61,45 +61,40 @@ def _as_dataset(value, input_shape, *, need_labels: bool, what: str) -> Optional
     return load_data(value, input_shape, need_labels=need_labels, what=what)
 
 
+def _main_subgraph(model: bytes):
+    from edgekit.model.graph import parse
+    from edgekit.model.load import load_tflite
+
+    return parse(load_tflite(model)).main
+
+
 def _io_details(model: bytes) -> dict:
-    from ai_edge_litert import schema_py_generated as schema
+    sg = _main_subgraph(model)
 
-    m = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
-    sg = m.subgraphs[0]
-    types = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-
-    def one(ti):
+    def one(ti: int) -> dict:
         t = sg.tensors[ti]
-        q = t.quantization
-        return {"name": (t.name.decode() if isinstance(t.name, bytes) else t.name) or f"tensor_{ti}",
-                "shape": [int(d) for d in t.shape], "dtype": types.get(t.type, "?"),
-                "scale": [float(s) for s in q.scale] if q is not None and q.scale is not None else [],
-                "zero_point": [int(z) for z in q.zeroPoint] if q is not None and q.zeroPoint is not None else []}
+        return {"name": t.name or f"tensor_{ti}", "shape": list(t.shape), "dtype": t.dtype,
+                "scale": list(t.scales), "zero_point": list(t.zero_points)}
 
     return {"inputs": [one(i) for i in sg.inputs], "outputs": [one(i) for i in sg.outputs]}
 
 
 def _tflite_sparsity(model: bytes) -> list[dict]:
-    from edgekit.conversion.compress import WEIGHT_OPS, _op_names
-    from ai_edge_litert import schema_py_generated as schema
+    """Per int8 weight tensor of the converted model: zeros and distinct values."""
+    from edgekit.conversion.compress import WEIGHT_OPS
 
-    m = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
-    names = _op_names()
+    sg = _main_subgraph(model)
     rows = []
-    for sg in m.subgraphs:
-        for op in sg.operators or []:
-            oc = m.operatorCodes[op.opcodeIndex]
-            opname = names.get(max(oc.builtinCode, oc.deprecatedBuiltinCode), "?")
-            if opname not in WEIGHT_OPS:
-                continue
-            t = sg.tensors[op.inputs[WEIGHT_OPS[opname]]]
-            data = m.buffers[t.buffer].data
-            if data is None or t.type != schema.TensorType.INT8:
-                continue
-            w = np.frombuffer(bytes(data), np.int8)
-            rows.append({"tensor": t.name.decode() if isinstance(t.name, bytes) else t.name, "op": opname,
-                         "params": int(w.size), "sparsity": float(np.mean(w == 0)),
-                         "unique_values": int(len(np.unique(w)))})
+    for op in sg.operators:
+        k = WEIGHT_OPS.get(op.op)
+        if k is None or len(op.inputs) <= k or op.inputs[k] < 0:
+            continue
+        t = sg.tensors[op.inputs[k]]
+        if t.data is None or t.dtype != "int8":
+            continue
+        w = t.data.view(np.int8)
+        rows.append({"tensor": t.name, "op": op.op, "params": int(w.size), "sparsity": float(np.mean(w == 0)),
+                     "unique_values": int(len(np.unique(w)))})
     return rows
 
 
