@@ -229,7 +229,7 @@ def profile(model_path: str | os.PathLike, board: str = "virtual", port: str | N
                "macs": facts.macs, "inputs": facts.inputs, "outputs": facts.outputs},
         board={"id": b.id, "name": b.name, "cpu": b.cpu, "clock_hz": b.clock_hz,
                "runtime": b.runtime, "active_power_mw": b.active_power_mw,
-               "peak_int8_macs_per_cycle": b.peak_int8_macs_per_cycle},
+               "peak_int8_macs_per_cycle": b.peak_int8_macs_per_cycle, "notes": b.notes or None},
         device={**hello.to_dict(), "port": None if conn.started_virtual_board else conn.port},
         runs=runs, warmup=warmup, latency_us=stats, latency_samples_us=times_us, cycles=cycles,
         per_op=per_op, per_op_note=note,

@@ -26,6 +26,8 @@ def _print_profile(out: Output, data: dict) -> None:
     dev = data["device"]
     c.print(f"[bold]{Path(data['model']['path']).name}[/] on [bold]{data['board']['id']}[/] "
             f"({dev['firmware_version']}), {data['runs']} runs after {data['warmup']} warm-up")
+    if data["board"].get("notes"):
+        c.print(f"[yellow]note:[/] {data['board']['notes']}")
     t = Table(title="latency per inference", show_header=True)
     keys = ("mean", "median", "p90", "p99", "min", "max", "std")
     for col in keys:

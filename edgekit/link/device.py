@@ -21,6 +21,7 @@ from edgekit.progress import ProgressFn
 
 log = logging.getLogger("edgekit.link")
 
+QEMU_RUNNER = "qemu"
 VIRTUAL_RUNNER = "virtual"
 
 
@@ -39,13 +40,21 @@ def connect(board: str | Board = "virtual", port: str | None = None, *, baud: in
     board_obj = board if isinstance(board, Board) else load_board(board)
     vboard = None
     if port is None:
-        if board_obj.runner != VIRTUAL_RUNNER:
+        if board_obj.runner == VIRTUAL_RUNNER:
+            from edgekit.link.virtual_board import VirtualBoard
+
+            vboard = VirtualBoard(board_id=board_obj.id, **(virtual_options or {}))
+            port = vboard.start()
+        elif board_obj.runner == QEMU_RUNNER:
+            # the emulated board: build the firmware (cached), boot QEMU, talk over its pty
+            from edgekit.runners import get_runner
+
+            vboard = get_runner(QEMU_RUNNER)(board_obj).run("run")
+            vboard.boot()
+            port = vboard.port
+        else:
             raise UsageError(f"board '{board_obj.id}' needs --port (a serial port or pyserial URL)",
                              hint="e.g. --port /dev/ttyACM0, or --port rfc2217://host:2217")
-        from edgekit.link.virtual_board import VirtualBoard
-
-        vboard = VirtualBoard(board_id=board_obj.id, **(virtual_options or {}))
-        port = vboard.start()
     try:
         session = DeviceSession.open(port, baud or board_obj.baud)
         try:

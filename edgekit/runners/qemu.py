@@ -1,0 +1,471 @@
+"""The qemu runner: the C protocol core on an emulated Cortex-M4 (QEMU ``mps2-an386``) over a pty.
+
+:func:`build_firmware` cross-compiles ``firmware_templates/qemu-m4`` (through the seam) into a cache
+folder keyed by a hash of the sources. :class:`QemuMachine` starts ``qemu-system-arm`` halted
+(``-S``), reads the pty path QEMU prints, lets the caller open the pty, then continues the CPU through
+the monitor, so not a byte of the boot HELLO is lost. Every step has a bounded wait.
+
+:func:`build_host_core` and :class:`HostCoreProcess` do the same for the portable core compiled for
+this computer (``firmware_templates/core/host``): a fast stand-in device for tests, with sanitizers.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import select
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from edgekit.errors import DeviceError, ToolFailed, ToolMissing
+from edgekit.runners import seam
+from edgekit.runners.base import BuildResult, Capabilities, Runner, RunnerOption
+
+QEMU = "qemu-system-arm"
+CROSS_GCC = "arm-none-eabi-gcc"
+MACHINE = "mps2-an386"
+ELF_NAME = "edgekit-qemu-m4.elf"
+BOOT_SEED_ADDR = 0x21000008      # boot record seed word (firmware_templates/qemu-m4/board.c)
+BUILD_TIMEOUT_S = 180.0
+BOOT_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 5.0
+
+_PTY_LINE = re.compile(r"char device redirected to (\S+) \(label serial0\)")
+_PROMPT = b"(qemu) "
+
+ToolFn = Callable[..., seam.ToolResult]
+LogFn = Callable[[str], None]
+
+
+def firmware_templates_dir() -> Path:
+    """firmware_templates/ in a source checkout, or the copy packaged into the wheel."""
+    here = Path(__file__).resolve().parent.parent
+    for cand in (here.parent / "firmware_templates", here / "_data" / "firmware_templates"):
+        if (cand / "core").is_dir():
+            return cand
+    raise ToolFailed("no firmware_templates/ folder found next to the edgekit package",
+                     hint="reinstall edgekit; its firmware templates are missing")
+
+
+def cache_dir() -> Path:
+    """Where built firmware is kept: $EDGEKIT_CACHE, else $XDG_CACHE_HOME/edgekit, else ~/.cache/edgekit."""
+    env = os.environ.get("EDGEKIT_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "edgekit"
+
+
+def _sources_digest(folders: Sequence[Path]) -> str:
+    h = hashlib.sha256()
+    for folder in folders:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and path.suffix in (".c", ".h", ".ld", "") and "build" not in path.parts:
+                h.update(str(path.relative_to(folder.parent)).encode())
+                h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _require(tool: str) -> str:
+    path = seam.which(tool)
+    if path is None:
+        raise ToolMissing(f"{tool} is not installed (not found on PATH)",
+                          hint=seam.INSTALL_HINTS.get(tool, f"install {tool} and put it on PATH"), tool=tool)
+    return path
+
+
+def build_firmware(out_dir: str | os.PathLike | None = None, *, tool: ToolFn = seam.run_tool,
+                   log: LogFn | None = None, dry_run: bool = False,
+                   make_vars: dict[str, str] | None = None) -> Path:
+    """Build the qemu-m4 firmware and return the ELF path.
+
+    Without ``out_dir`` the build goes to the cache, one folder per hash of the sources, and an
+    existing build is reused.
+    """
+    fw_dir = firmware_templates_dir() / "qemu-m4"
+    if not dry_run:
+        _require(CROSS_GCC)
+    if out_dir is None:
+        digest = _sources_digest([fw_dir, fw_dir.parent / "core"])
+        out = cache_dir() / "firmware" / f"qemu-m4-{digest}"
+        if (out / ELF_NAME).is_file():
+            return out / ELF_NAME
+    else:
+        out = Path(out_dir)
+    argv = ["make", "-C", str(fw_dir), f"OUT={out.resolve()}"]
+    argv += [f"{k}={v}" for k, v in (make_vars or {}).items()]
+    tool(argv, dry_run=dry_run, timeout=BUILD_TIMEOUT_S, log=log)
+    return out / ELF_NAME
+
+
+def build_host_core(out_dir: str | os.PathLike, *, sanitize: bool = True, defines: dict[str, str] | None = None,
+                    cc: str = "gcc", tool: ToolFn = seam.run_tool, log: LogFn | None = None) -> Path:
+    """Compile the portable core + ek_host_main for this computer (warnings are errors)."""
+    core = firmware_templates_dir() / "core"
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    binary = out / "ek_host_main"
+    argv = [cc, "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O1", "-g", f"-I{core}"]
+    if sanitize:
+        argv += ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
+    argv += [f"-D{k}={v}" for k, v in (defines or {}).items()]
+    argv += [str(core / f) for f in ("ek_cobs.c", "ek_crc32.c", "ek_sha256.c", "ek_proto.c",
+                                     "ek_test_runner.c", "host/ek_host_main.c")]
+    argv += ["-o", str(binary)]
+    tool(argv, timeout=BUILD_TIMEOUT_S, log=log)
+    return binary
+
+
+def _wait_for_line(path: Path, pattern: re.Pattern, proc: subprocess.Popen, timeout_s: float,
+                   what: str) -> re.Match:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        text = path.read_text(errors="replace") if path.exists() else ""
+        m = pattern.search(text)
+        if m:
+            return m
+        if proc.poll() is not None:
+            tail = "\n".join(text.strip().splitlines()[-5:]) or "no output"
+            raise ToolFailed(f"{what} exited with code {proc.returncode} before it was ready: "
+                             f"{tail.splitlines()[-1] if tail else ''}", hint=f"its output ends with:\n{tail}")
+        if time.monotonic() > deadline:
+            raise ToolFailed(f"{what} did not report its pty within {timeout_s:.0f} s",
+                             hint="check that nothing else slows the machine down; run again")
+        time.sleep(0.02)
+
+
+class _Process:
+    """A long-running helper program (QEMU, the host core) with its output in a log file."""
+
+    name = "process"
+
+    def __init__(self, *, log: LogFn | None = None):
+        self.log = log or (lambda message: None)
+        self.proc: subprocess.Popen | None = None
+        self.workdir: Path | None = None
+        self.port: str | None = None
+        self._keeper: int | None = None
+
+    def _after_open(self) -> None:
+        """Called by :meth:`boot` once the pty is open (QEMU: let the CPU run)."""
+
+    def boot(self, timeout_s: float = BOOT_TIMEOUT_S):
+        """Open the pty, let the device boot, and return its boot HELLO (a frames.Hello).
+
+        The pty stays open (without reading) until :meth:`stop`, so the device never sees its port
+        closed: any number of sessions may open and close the port afterwards without losing bytes.
+        """
+        import termios
+        import tty
+
+        from edgekit.link import frames as fr
+
+        if self.port is None:
+            raise DeviceError(f"{self.name} is not started", hint="call start() first")
+        fd = os.open(self.port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        self._keeper = fd
+        tty.setraw(fd, termios.TCSANOW)
+        self._after_open()
+        decoder = fr.FrameDecoder()
+        hello = None
+        deadline = time.monotonic() + timeout_s
+        quiet_until = None
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.05)
+            data = b""
+            if ready:
+                try:
+                    data = os.read(fd, 65536)
+                except BlockingIOError:
+                    data = b""
+            for frame in decoder.feed(data):
+                if frame.type == fr.MsgType.HELLO and frame.seq == 0:
+                    hello = fr.Hello.unpack(frame.payload)
+                    quiet_until = time.monotonic() + 0.3
+                elif frame.type == fr.MsgType.LOG and hello is not None:
+                    self.log(f"{self.name}: {fr.Log.unpack(frame.payload).text}")
+                    quiet_until = time.monotonic()
+            if hello is not None and time.monotonic() >= quiet_until:
+                self._until_link_is_live(fd, decoder, deadline)
+                return hello
+        tail = "\n".join(self.output().strip().splitlines()[-5:])
+        raise DeviceError(f"{self.name} sent no boot HELLO within {timeout_s:.0f} s",
+                          hint="the firmware did not start" + (f"; its output ends with:\n{tail}" if tail else ""))
+
+    def _until_link_is_live(self, fd: int, decoder, deadline: float) -> None:
+        """Hook: wait until bytes from the host reach the device (QEMU needs a moment, see below)."""
+
+    def _close_keeper(self) -> None:
+        if self._keeper is not None:
+            os.close(self._keeper)
+            self._keeper = None
+
+    def _spawn(self, argv: list[str]) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"edgekit-{self.name}-"))
+        self.log(f"$ {seam.quote(argv)}")
+        with open(self.workdir / "output.log", "wb") as out:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+
+    def output(self) -> str:
+        if self.workdir is None or not (self.workdir / "output.log").exists():
+            return ""
+        return (self.workdir / "output.log").read_text(errors="replace")
+
+    def _terminate(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=STOP_TIMEOUT_S)
+
+    def _cleanup(self) -> None:
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:  # pragma: no cover - overridden
+        self._close_keeper()
+        self._terminate()
+        self._cleanup()
+
+
+class QemuMachine(_Process):
+    """``qemu-system-arm -M mps2-an386`` running one firmware ELF, UART0 on a pty.
+
+    Use::
+
+        with QemuMachine(elf) as qm:
+            port = qm.start()          # halted; the pty exists
+            hello = qm.boot()          # opens the pty, runs the CPU, returns the boot HELLO
+            with DeviceSession.open(port) as session:
+                ...
+
+    (or open the port yourself and call ``resume()``: the boot HELLO then arrives on your port).
+    """
+
+    name = "qemu"
+
+    def __init__(self, elf: str | os.PathLike, *, qemu: str = QEMU, log: LogFn | None = None,
+                 boot_timeout_s: float = BOOT_TIMEOUT_S, extra_args: Sequence[str] = ()):
+        super().__init__(log=log)
+        self.elf = Path(elf)
+        self.qemu = qemu
+        self.boot_timeout_s = boot_timeout_s
+        self.extra_args = list(extra_args)
+        self.seed = int.from_bytes(os.urandom(4), "little") or 1
+        self._mon: socket.socket | None = None
+
+    def command(self, monitor_path: str) -> list[str]:
+        # The loader puts a random seed into the firmware's boot record (see board.c) at every
+        # reset, so two QEMU runs never share a boot nonce.
+        return [self.qemu, "-M", MACHINE, "-nodefaults", "-nographic", "-net", "none",
+                "-kernel", str(self.elf), "-serial", "pty",
+                "-device", f"loader,addr={BOOT_SEED_ADDR:#x},data={self.seed:#x},data-len=4",
+                "-monitor", f"unix:{monitor_path},server=on,wait=off", "-S", *self.extra_args]
+
+    def start(self) -> str:
+        """Start QEMU halted; return the pty path of UART0."""
+        qemu = _require(self.qemu)
+        if not self.elf.is_file():
+            raise ToolFailed(f"no firmware at {self.elf}", hint="build it first (build_firmware)")
+        self.workdir = Path(tempfile.mkdtemp(prefix="edgekit-qemu-"))
+        sock = self.workdir / "monitor.sock"
+        argv = [qemu] + self.command(str(sock))[1:]
+        self.log(f"$ {seam.quote(argv)}")
+        with open(self.workdir / "output.log", "wb") as out:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        try:
+            m = _wait_for_line(self.workdir / "output.log", _PTY_LINE, self.proc, self.boot_timeout_s, "QEMU")
+            self.port = m.group(1)
+            self._connect_monitor(sock)
+        except BaseException:
+            self.stop()
+            raise
+        return self.port
+
+    def _connect_monitor(self, path: Path) -> None:
+        deadline = time.monotonic() + self.boot_timeout_s
+        while True:
+            try:
+                mon = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                mon.settimeout(1.0)
+                mon.connect(str(path))
+                break
+            except OSError as e:
+                mon.close()
+                if time.monotonic() > deadline:
+                    raise ToolFailed(f"cannot reach the QEMU monitor: {e}") from e
+                time.sleep(0.02)
+        self._mon = mon
+        self._read_prompt()
+
+    def _read_prompt(self) -> str:
+        assert self._mon is not None
+        buf = b""
+        deadline = time.monotonic() + self.boot_timeout_s
+        while not buf.endswith(_PROMPT):
+            if time.monotonic() > deadline:
+                raise DeviceError("the QEMU monitor did not answer",
+                                  hint="QEMU may be stuck; it is stopped now, run again")
+            try:
+                chunk = self._mon.recv(4096)
+            except socket.timeout:
+                continue
+            if not chunk:
+                raise DeviceError("QEMU closed its monitor", hint="see whether QEMU crashed; run again")
+            buf += chunk
+        return buf[:-len(_PROMPT)].decode(errors="replace")
+
+    def monitor(self, command: str) -> str:
+        """Run one human-monitor command (``cont``, ``system_reset``, ``info registers``...)."""
+        if self._mon is None:
+            raise DeviceError("QEMU is not running", hint="start() it first")
+        self.log(f"qemu monitor: {command}")
+        self._mon.sendall(command.encode() + b"\n")
+        return self._read_prompt()
+
+    def resume(self) -> None:
+        """Let the CPU run (QEMU starts halted so that the pty can be opened first)."""
+        self.monitor("cont")
+
+    def _after_open(self) -> None:
+        self.resume()
+
+    # QEMU's pty backend notices that the pty was opened only on its next reconnect poll (up to a
+    # second later) and reads nothing from the host until then, although the guest's output goes
+    # out at once. So boot() asks one HELLO (seq 65535) and waits for its answer: after that the
+    # link carries bytes both ways without delay. (The device's "last request" is then that HELLO.)
+    PROBE_SEQ = 0xFFFF
+
+    def _until_link_is_live(self, fd: int, decoder, deadline: float) -> None:
+        from edgekit.link import frames as fr
+
+        wire = fr.encode_frame(fr.MsgType.HELLO_REQ, self.PROBE_SEQ)
+        sent = answered = 0
+        next_send = 0.0
+        settle_until = deadline
+        while time.monotonic() < min(deadline, settle_until):
+            if not answered and time.monotonic() >= next_send:
+                os.write(fd, wire)          # a re-sent probe is answered from the reply cache
+                sent += 1
+                next_send = time.monotonic() + 0.5
+            ready, _, _ = select.select([fd], [], [], 0.05)
+            if ready:
+                try:
+                    data = os.read(fd, 65536)
+                except BlockingIOError:
+                    data = b""
+                got = sum(1 for f in decoder.feed(data) if f.seq == self.PROBE_SEQ)
+                if got and not answered:
+                    settle_until = time.monotonic() + 1.0   # bounded wait for the other answers
+                answered += got
+            if answered and answered >= sent:
+                return      # every probe answered: nothing stale is left on the line
+        if answered:
+            return
+        raise DeviceError("QEMU does not pass bytes to the firmware",
+                          hint="the emulated UART did not take input; run again")
+
+    def stop(self) -> None:
+        """Quit QEMU (monitor ``quit``, then terminate, then kill; each with a bounded wait)."""
+        if self._mon is not None:
+            try:
+                self._mon.sendall(b"quit\n")
+            except OSError:
+                pass
+            if self.proc is not None:
+                try:
+                    self.proc.wait(timeout=STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    pass
+            self._mon.close()
+            self._mon = None
+        self._close_keeper()
+        self._terminate()
+        self._cleanup()
+
+
+class HostCoreProcess(_Process):
+    """The host build of the core (:func:`build_host_core`) serving on a pty of its own."""
+
+    name = "c-host"
+    _PTY = re.compile(r"^pty: (\S+)$", re.M)
+
+    def __init__(self, binary: str | os.PathLike, *, args: Sequence[str] = (), log: LogFn | None = None,
+                 boot_timeout_s: float = BOOT_TIMEOUT_S):
+        super().__init__(log=log)
+        self.binary = Path(binary)
+        self.args = list(args)
+        self.boot_timeout_s = boot_timeout_s
+
+    def start(self) -> str:
+        """Start it; return the pty path. It sends its boot HELLO once the pty is opened."""
+        self._spawn([str(self.binary), "--pty", "--wait-open", str(int(self.boot_timeout_s) + 1), *self.args])
+        try:
+            m = _wait_for_line(self.workdir / "output.log", self._PTY, self.proc, self.boot_timeout_s,
+                               self.binary.name)
+        except BaseException:
+            self.stop()
+            raise
+        self.port = m.group(1)
+        return self.port
+
+    def stop(self) -> None:
+        self._close_keeper()
+        self._terminate()
+        self._cleanup()
+
+
+class QemuRunner(Runner):
+    """Builds the qemu-m4 firmware and runs it on QEMU; models are uploaded over the pty link."""
+
+    name = "qemu"
+    description = "the C protocol core on an emulated Cortex-M4 (QEMU mps2-an386) over a pty"
+    capabilities = Capabilities(build=True, run=True, profile=True, reset=True, model_upload=True,
+                                tools=(CROSS_GCC, QEMU))
+
+    @classmethod
+    def options_spec(cls):
+        return [RunnerOption("out_dir", "build folder for the firmware (default: the edgekit cache)")]
+
+    def do_build(self, project_dir=None, **_) -> BuildResult:
+        elf = build_firmware(self.options.get("out_dir"), tool=self.tool_fn, log=self.log, dry_run=self.dry_run)
+        return BuildResult(project_dir=firmware_templates_dir() / "qemu-m4", artifacts={"firmware.elf": elf})
+
+    def _start(self, build: BuildResult | None = None, **_) -> QemuMachine:
+        build = build or self.do_build()
+        machine = QemuMachine(build.artifacts["firmware.elf"], log=self.log)
+        machine.start()
+        return machine
+
+    def do_run(self, build: BuildResult | None = None, **kw) -> QemuMachine:
+        """Start QEMU (halted) and return the machine: open ``machine.port``, then ``machine.resume()``."""
+        return self._start(build, **kw)
+
+    def do_profile(self, build: BuildResult | None = None, **kw) -> QemuMachine:
+        return self._start(build, **kw)
+
+    def do_reset(self, machine: QemuMachine | None = None, **_) -> None:
+        """A hardware-style reset from outside (the firmware also resets itself on RESET)."""
+        if machine is None:
+            raise DeviceError("no QEMU machine to reset", hint="run the board first")
+        machine.monitor("system_reset")
