@@ -59,6 +59,43 @@ def write_text(path: str | os.PathLike, text: str, *, skip_if_same: bool = True)
     return write_bytes(path, text.encode("utf-8"), skip_if_same=skip_if_same)
 
 
+def write_group(folder: str | os.PathLike, files: dict[str, bytes]) -> list[str]:
+    """Write several files that belong together (a model and its report) as one step.
+
+    Every changed file is first written in full to a temporary name; only then are they renamed into
+    place, one right after the other. An error or Ctrl-C while writing leaves all old files as they
+    were. Unchanged files are left untouched. Returns the names that were (re)written.
+    """
+    folder = ensure_dir(folder)
+    staged: list[tuple[str, Path]] = []
+    try:
+        for name, data in files.items():
+            path = folder / name
+            try:
+                if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+                    continue
+            except OSError:
+                pass
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+            except OSError as e:
+                raise OutputError(f"cannot write in {folder}: {e.strerror}",
+                                  hint="choose an output folder you can write to") from e
+            staged.append((name, Path(tmp)))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+        for name, tmp in staged:
+            os.replace(tmp, folder / name)
+    finally:
+        for _, tmp in staged:
+            if tmp.exists():
+                tmp.unlink()
+    return [name for name, _ in staged]
+
+
 def ensure_dir(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():

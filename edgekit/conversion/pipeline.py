@@ -23,7 +23,7 @@ from edgekit._version import __version__
 from edgekit.conversion import evaluate as ev
 from edgekit.conversion.data import Dataset, calibration_warning, load_data
 from edgekit.errors import DataError, EdgekitError
-from edgekit.fileio import ensure_dir, sha256, write_bytes, write_text
+from edgekit.fileio import ensure_dir, sha256, write_group
 from edgekit.optimize.recipe import Recipe
 from edgekit.progress import ProgressFn
 
@@ -147,8 +147,7 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
         if msg:
             warn(msg)
     if recipe.trains:
-        stage_blocker = loaded.require_keras("prune / cluster / qat")
-        del stage_blocker
+        loaded.require_keras("prune / cluster / qat")   # fail before any work on PTQ-only models
 
     tf = _tf.tf()
     keras = _tf.keras()
@@ -356,31 +355,23 @@ def _evaluate(loaded, float_model: bytes, final: bytes, test: Dataset, *, compre
 
 
 def write_artifact(out_dir: Path, model: bytes, float_model: bytes, report: dict) -> list[str]:
-    """Write model.tflite, model_float.tflite and report.json (atomic, unchanged files untouched)."""
-    ensure_dir(out_dir)
-    written = []
-    for name, data in (("model.tflite", model), ("model_float.tflite", float_model)):
-        if write_bytes(out_dir / name, data):
-            written.append(name)
-    stable = {k: v for k, v in report.items() if k not in ("duration_s",)}
+    """Write model.tflite, model_float.tflite and report.json together (edgekit.fileio.write_group):
+    an interrupted write leaves the previous artifact whole; unchanged files are left untouched."""
     text = json.dumps(report, indent=2, default=str) + "\n"
-    prev = out_dir / "report.json"
-    if prev.is_file():
+    files = {"model.tflite": model, "model_float.tflite": float_model, "report.json": text.encode("utf-8")}
+    prev = Path(out_dir) / "report.json"
+    if prev.is_file():   # same facts, only other timings: keep the file (build tools' up-to-date checks)
         try:
-            old = json.loads(prev.read_text())
-            old_stable = {k: v for k, v in old.items() if k not in ("duration_s",)}
-            if _without_durations(old_stable) == _without_durations(json.loads(json.dumps(stable, default=str))):
-                return written
+            if _without_timings(json.loads(prev.read_text())) == _without_timings(json.loads(text)):
+                files["report.json"] = prev.read_bytes()
         except (OSError, ValueError):
             pass
-    write_text(prev, text)
-    written.append("report.json")
-    return written
+    return write_group(out_dir, files)
 
 
-def _without_durations(obj):
+def _without_timings(obj):
     if isinstance(obj, dict):
-        return {k: _without_durations(v) for k, v in obj.items() if k not in ("duration_s", "history")}
+        return {k: _without_timings(v) for k, v in obj.items() if k not in ("duration_s", "history", "reused")}
     if isinstance(obj, list):
-        return [_without_durations(v) for v in obj]
+        return [_without_timings(v) for v in obj]
     return obj

@@ -126,30 +126,36 @@ def test_interrupted_run_leaves_earlier_outputs_intact(digits_files, tmp_path, m
     out = tmp_path / "out"
     edgekit.convert(digits_files["model"], digits_files["train"], None, Recipe.from_flags(), out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    from edgekit.conversion import pipeline
+    import os
+
+    from edgekit import fileio
+    from edgekit.optimize import tfmot_adapter
 
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "write_text", boom)   # dies after the .tflite files, mid-write
+    real_replace = os.replace
+    calls = []
+
+    def replace_then_die(src, dst):       # dies after the first file of the artifact was staged
+        calls.append(dst)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fileio.os, "replace", replace_then_die)
     with pytest.raises(KeyboardInterrupt):
         edgekit.convert(digits_files["model"], digits_files["train"], None, Recipe.from_flags(quantize="float16"),
                         out)
-    monkeypatch.undo()
-    from edgekit.optimize import tfmot_adapter
-
+    assert calls                                    # it got as far as writing
+    monkeypatch.setattr(fileio.os, "replace", real_replace)
     monkeypatch.setattr(tfmot_adapter, "_fit", boom)    # dies half-way through fine-tuning
     with pytest.raises(KeyboardInterrupt):
         edgekit.convert(digits_files["model"], digits_files["train"], None, Recipe.from_flags(prune=0.5), out)
     after = {p.name: p.read_bytes() for p in out.iterdir()}
-    assert not [n for n in after if n.endswith(".tmp")]
-    assert after["model_float.tflite"] == before["model_float.tflite"]
-    assert after["report.json"] == before["report.json"]
-    # the report on disk still describes the model next to it, or the model is untouched
+    assert after == before                          # every file as it was, no temporary files left
     rep = json.loads(after["report.json"])
     import hashlib
 
-    assert hashlib.sha256(before["model.tflite"]).hexdigest() == rep["model_sha256"]
+    assert hashlib.sha256(after["model.tflite"]).hexdigest() == rep["model_sha256"]
 
 
 def test_keras3_models_are_rebuilt_for_tfmot(tmp_path, digits_files):
