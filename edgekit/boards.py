@@ -75,6 +75,14 @@ _OPTIONAL = {
 }
 RUNTIMES = ("tflm", "litert")
 
+# Keys that runners read from a board's `build:` and `upload:` mappings. Other keys are allowed (a new
+# runner may need its own), but a key that looks like a misspelling of one of these is an error.
+BUILD_KEYS = ("fqbn", "platformio_board", "platformio_env", "esptool_chip", "project_format",
+              "arduino_core", "arduino_libraries")
+UPLOAD_KEYS = ("use_1200bps_touch", "wait_for_upload_port", "upload_port_timeout_s", "flash_baud",
+               "before", "after", "flash_offsets", "uf2_volume_label", "boot_wait_s")
+PROJECT_FORMATS = ("arduino", "platformio")
+
 
 def _parse_hwid(text: Any, path: Path) -> tuple[int, int]:
     try:
@@ -110,6 +118,30 @@ def parse_board_file(path: Path) -> Board:
             raise BoardError(f"board file {path.name}: key '{key}' must be {_OPTIONAL[key].__name__}")
     if raw["runtime"] not in RUNTIMES:
         raise BoardError(f"board file {path.name}: runtime must be one of {', '.join(RUNTIMES)}")
+    from edgekit.runners import RUNNER_NAMES  # a table of names; imports no runner code
+
+    if raw["runner"] not in RUNNER_NAMES:
+        close = difflib.get_close_matches(str(raw["runner"]), RUNNER_NAMES, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise BoardError(f"board file {path.name}: unknown runner '{raw['runner']}'{hint}",
+                         hint=f"runners: {', '.join(RUNNER_NAMES)}")
+    for section, known in (("build", BUILD_KEYS), ("upload", UPLOAD_KEYS)):
+        for key in raw.get(section, {}) or {}:
+            if key in known:
+                continue
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.75)
+            if close:
+                raise BoardError(f"board file {path.name}: unknown key '{section}.{key}' "
+                                 f"(did you mean '{section}.{close[0]}'?)")
+    fmt = (raw.get("build") or {}).get("project_format")
+    if fmt is not None and fmt not in PROJECT_FORMATS:
+        raise BoardError(f"board file {path.name}: build.project_format must be one of "
+                         f"{', '.join(PROJECT_FORMATS)}, got {fmt!r}")
+    offsets = (raw.get("upload") or {}).get("flash_offsets")
+    if offsets is not None and (not isinstance(offsets, dict)
+                                or not all(isinstance(v, int) and v >= 0 for v in offsets.values())):
+        raise BoardError(f"board file {path.name}: upload.flash_offsets must map file names to "
+                         "non-negative integer offsets (e.g. firmware.bin: 0x10000)")
     for key in ("clock_hz", "flash_bytes", "ram_bytes"):
         if raw[key] <= 0:
             raise BoardError(f"board file {path.name}: key '{key}' must be positive")

@@ -142,16 +142,36 @@ def register(app: typer.Typer) -> None:
                                          help="Do not profile model_float.tflite next to the model."),
         out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the JSON here."),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document (edgekit.profile/1)."),
+        host: Optional[str] = typer.Option(None, "--host", help="ssh boards (Raspberry Pi): [user@]host."),
+        remote_python: Optional[str] = typer.Option(None, "--remote-python",
+                                                    help="ssh boards: python on the board (default python3)."),
+        threads: int = typer.Option(1, "--threads", help="ssh/adb boards: LiteRT CPU threads."),
+        xnnpack: bool = typer.Option(True, "--xnnpack/--no-xnnpack", help="ssh/adb boards: XNNPACK delegate."),
+        device: Optional[str] = typer.Option(None, "--device", help="adb boards: device serial (adb -s)."),
+        benchmark_binary: Optional[Path] = typer.Option(None, "--benchmark-binary",
+                                                        help="adb boards: LiteRT benchmark_model for the device."),
     ) -> None:
         """Measure a model on a board: latency stats, arena, roofline, energy estimate."""
         from edgekit.cli.output import dumps
         from edgekit.fileio import write_text
         from edgekit.profile import profile
 
+        from edgekit.boards import load_board
+
         out = Output(json_mode=json_out)
-        with out.progress() as report:
-            result = profile(model, board=board, port=port, runs=runs, warmup=warmup, progress=report,
-                             baud=baud, float_baseline=not no_baseline)
+        board_info = load_board(board)
+        if board_info.runner in ("ssh", "adb"):     # LiteRT on a Linux board or a phone
+            from edgekit.runners import get_runner
+
+            opts = ({"host": host, "remote_python": remote_python} if board_info.runner == "ssh" else
+                    {"serial": device, "benchmark_binary": str(benchmark_binary) if benchmark_binary else None})
+            runner = get_runner(board_info.runner)(board_info, options={k: v for k, v in opts.items() if v})
+            result = runner.run("profile", model_path=model, runs=runs, warmup=warmup, threads=threads,
+                                xnnpack=xnnpack)
+        else:
+            with out.progress() as report:
+                result = profile(model, board=board, port=port, runs=runs, warmup=warmup, progress=report,
+                                 baud=baud, float_baseline=not no_baseline)
         data = result.to_dict()
         if out_file is not None:
             write_text(out_file, dumps(data) + "\n", skip_if_same=False)

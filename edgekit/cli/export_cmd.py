@@ -28,6 +28,7 @@ def register(app: typer.Typer) -> None:
         out_dir: Path = typer.Option(..., "--out", "-o", help="Output folder."),
         name: Optional[str] = typer.Option(None, "--name", help="C name (default: the file name)."),
         board: Optional[str] = typer.Option(None, "--board", "-b", help="Board id (fit check, templates)."),
+        package: Optional[str] = typer.Option(None, "--package", help="Kotlin package (--format android)."),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     ) -> None:
         """Write the model in a device format (c: model_data.h/.cc + model_ops.h for TFLM)."""
@@ -35,7 +36,8 @@ def register(app: typer.Typer) -> None:
         from edgekit.export import export
 
         out = Output(json_mode=json_out)
-        result = export(model, out_dir, format=fmt, name=name, board=board)
+        extra = {"package": package} if package else {}
+        result = export(model, out_dir, format=fmt, name=name, board=board, **extra)
         for w in getattr(result, "warnings", []) or []:
             out.warn(w)
         out.result(result, _human)

@@ -16,14 +16,25 @@ from edgekit._version import __version__
 # One line per command module; each defines register(app).
 COMMAND_MODULES = (
     "edgekit.cli.convert_cmd",
+    "edgekit.cli.finetune_cmd",
+    "edgekit.cli.sweep_cmd",
+    "edgekit.cli.device_cmds",
+    "edgekit.cli.inspect_cmd",
+    "edgekit.cli.export_cmd",
+    "edgekit.cli.board_cmds",
+    "edgekit.cli.report_cmd",
 )
 
 app = typer.Typer(
     name="edgekit",
     help="Shrink Keras models and put them on phones, Raspberry Pis and microcontrollers.",
+    epilog="Exit codes: 0 ok, 1 internal, 2 usage, 3 input file, 4 data, 5 unsupported model, "
+           "6 conversion, 7 board/fit, 8 external tool, 9 device link, 10 validation, 11 output, "
+           "12 missing dependency, 13 native crash, 130 interrupted. EDGEKIT_DEBUG=1 shows tracebacks.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,   # plain help: no rich import at start-up, --help stays instant
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -39,12 +50,7 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
                                  help="Print the version and exit."),
 ) -> None:
-    """edgekit: prune, cluster, quantize, convert, export, flash and profile models for the edge.
-
-    Exit codes: 0 ok, 2 usage, 3 input file, 4 data, 5 unsupported model, 6 conversion,
-    7 board/fit, 8 external tool, 9 device link, 10 validation, 11 output, 12 missing
-    dependency, 13 native crash, 130 interrupted. EDGEKIT_DEBUG=1 shows tracebacks.
-    """
+    """edgekit: prune, cluster, quantize, convert, export, flash and profile models for the edge."""
 
 
 for _name in COMMAND_MODULES:

@@ -1,0 +1,299 @@
+"""`edgekit.flash(model, board)`: fit check, render, build, upload, and confirm the board runs it.
+
+Order, so that nothing half-happens: the runner's capabilities are checked, the model is checked
+against the board (flash, RAM, int8-only runtimes), the port is chosen (asking, if at all, only now
+and only on a terminal); then the firmware project is rendered, built and uploaded, and the board
+is asked over serial (protocol HELLO) which model it runs. ``dry_run`` logs every command and
+changes nothing on the device.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import types
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from edgekit.errors import BoardError, DeviceError, EdgekitError, InputFileError, ModelTooLarge
+
+LogFn = Callable[[str], None]
+DRY_RUN_PORT = "<port>"
+
+
+@dataclass
+class FitReport:
+    board: str
+    runtime: str
+    model_bytes: int
+    arena_bytes: int | None
+    arena_source: str
+    quantization: str
+    flash_bytes: int
+    firmware_flash_bytes: int
+    flash_needed_bytes: int
+    ram_bytes: int
+    firmware_ram_bytes: int
+    ram_needed_bytes: int | None
+    fits: bool
+    problems: list[str] = field(default_factory=list)
+    forced: bool = False
+
+    @property
+    def flash_margin_bytes(self) -> int:
+        return self.flash_bytes - self.flash_needed_bytes
+
+    @property
+    def ram_margin_bytes(self) -> int | None:
+        return None if self.ram_needed_bytes is None else self.ram_bytes - self.ram_needed_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["flash_margin_bytes"] = self.flash_margin_bytes
+        out["ram_margin_bytes"] = self.ram_margin_bytes
+        return out
+
+
+@dataclass
+class FlashResult:
+    board: str
+    runner: str
+    port: str | None
+    model_sha256: str
+    fit: FitReport
+    project_dir: str | None
+    artifacts: dict[str, str]
+    commands: list[str]
+    dry_run: bool
+    confirmed: bool | None          # None: not confirmed (dry run, or no serial link to ask)
+    confirmation: str
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["fit"] = self.fit.to_dict()
+        return out
+
+
+def _kib(n: int | None) -> str:
+    return "?" if n is None else f"{n / 1024:,.1f} KiB"
+
+
+def locate_model(path: str | os.PathLike) -> Path:
+    """A .tflite file, or an artifact folder holding model.tflite."""
+    p = Path(path)
+    if p.is_dir():
+        cand = p / "model.tflite"
+        if not cand.is_file():
+            raise InputFileError(f"{p} holds no model.tflite",
+                                 hint="pass the .tflite file, or the folder `edgekit convert` wrote")
+        return cand
+    if not p.exists():
+        raise InputFileError(f"model not found: {p}")
+    return p
+
+
+def check_fit(model, board, *, force: bool = False, inspect_result=None) -> FitReport:
+    """Does ``model`` (path / bytes) fit ``board``? Raises with the numbers unless ``force``.
+
+    TFLM boards: flash = model + firmware, RAM = tensor arena (measured on the host TFLM runtime,
+    :func:`edgekit.model.inspect.inspect`) + firmware. LiteRT boards: storage = model + OS, RAM =
+    model (LiteRT maps it) + OS, activations not counted. Boards marked ``int8_only`` refuse float
+    or mixed models.
+    """
+    from edgekit.model.inspect import inspect
+
+    tflm = board.runtime == "tflm"
+    result = inspect_result or inspect(model, measure_arena_bytes=tflm)
+    model_bytes = int(result.model_bytes)
+    problems: list[str] = []
+    if tflm:
+        arena = result.arena.arena_bytes
+        if result.arena.alt_decompression_bytes and result.arena.arena_with_alt_bytes:
+            arena = result.arena.arena_with_alt_bytes + result.arena.alt_decompression_bytes
+        source = "measured on host TFLM" if arena is not None else (result.arena.error or "not measured")
+        ram_needed = None if arena is None else arena + board.firmware_ram_bytes
+        if result.tflm_unsupported_ops:
+            problems.append(f"TFLM cannot run ops {', '.join(result.tflm_unsupported_ops)}")
+        elif arena is None:
+            problems.append(f"the tensor arena could not be measured ({source})")
+    else:
+        arena, source = None, "not used (LiteRT allocates at run time)"
+        ram_needed = model_bytes + board.firmware_ram_bytes
+    flash_needed = model_bytes + board.firmware_flash_bytes
+    if flash_needed > board.flash_bytes:
+        problems.append(f"flash: model {model_bytes:,} + firmware {board.firmware_flash_bytes:,} = "
+                        f"{flash_needed:,} bytes > {board.flash_bytes:,} ({_kib(flash_needed)} > "
+                        f"{_kib(board.flash_bytes)})")
+    if ram_needed is not None and ram_needed > board.ram_bytes:
+        what = f"arena {arena:,}" if tflm else f"model {model_bytes:,}"
+        problems.append(f"RAM: {what} + firmware {board.firmware_ram_bytes:,} = {ram_needed:,} bytes > "
+                        f"{board.ram_bytes:,} ({_kib(ram_needed)} > {_kib(board.ram_bytes)})")
+    if board.int8_only and result.quantization in ("float", "mixed"):
+        problems.append(f"a {result.quantization} model on an int8-only runtime "
+                        f"({board.id}: {board.sources.get('int8_only', 'no FPU')})")
+    report = FitReport(board=board.id, runtime=board.runtime, model_bytes=model_bytes, arena_bytes=arena,
+                       arena_source=source, quantization=result.quantization, flash_bytes=board.flash_bytes,
+                       firmware_flash_bytes=board.firmware_flash_bytes, flash_needed_bytes=flash_needed,
+                       ram_bytes=board.ram_bytes, firmware_ram_bytes=board.firmware_ram_bytes,
+                       ram_needed_bytes=ram_needed, fits=not problems, problems=problems, forced=False)
+    if problems and not force:
+        first = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        if any(p.startswith(("flash:", "RAM:")) for p in problems):
+            raise ModelTooLarge(f"the model does not fit {board.id}: {first}{more}",
+                                hint="shrink it (prune / cluster / int8, `edgekit convert`), pick a larger "
+                                     "board, or pass --force to try anyway", fit=report.to_dict())
+        if board.int8_only and result.quantization in ("float", "mixed"):
+            raise BoardError(f"{board.id} runs int8 models only, and this model is {result.quantization}",
+                             hint="convert with full-integer quantization (`edgekit convert --quantize int8`) "
+                                  "or pass --force", fit=report.to_dict())
+        raise BoardError(f"the model cannot run on {board.id}: {first}{more}",
+                         hint="pass --force to try anyway", fit=report.to_dict())
+    report.forced = bool(problems)
+    return report
+
+
+def flash(model, board, *, port: str | None = None, out_dir: str | os.PathLike | None = None,
+          dry_run: bool = False, force: bool = False, runner_options: dict | None = None,
+          interactive: bool = False, choose_port: Callable | None = None, log: LogFn | None = None,
+          confirm: bool = True, board_folder: str | os.PathLike | None = None, tool=None,
+          hello_timeout_s: float = 10.0) -> FlashResult:
+    """Put ``model`` (a .tflite or an artifact folder) on ``board`` (id, alias or Board).
+
+    ``log`` receives every command (``$ ...``) and step (``# ...``). ``tool`` replaces the
+    external-program seam (tests). Returns a FlashResult; raises an EdgekitError on any failure.
+    """
+    from edgekit import ports as _ports
+    from edgekit.boards import Board, load_board
+    from edgekit.fileio import read_input, sha256
+    from edgekit.runners import get_runner
+    from edgekit.runners.reset import Touch1200bps, strategy_for
+
+    commands: list[str] = []
+
+    def _log(line: str) -> None:
+        commands.append(line)
+        if log is not None:
+            log(line)
+
+    if not isinstance(board, Board):
+        board = load_board(str(board), Path(board_folder) if board_folder else None)
+    runner_cls = get_runner(board.runner)
+    if not runner_cls.can("flash"):
+        from edgekit.errors import UsageError
+
+        raise UsageError(f"board {board.id} is not flashed: its runner {runner_cls.name} takes models "
+                         "at run time", hint=f"run it there directly: `edgekit profile MODEL --board {board.id}`")
+    runner_cls.check(["build", "flash"], port="-", board_id=board.id)   # capabilities first
+    model_path = locate_model(model)
+    data = read_input(model_path, "model")
+    digest = sha256(data)
+    fit = check_fit(data, board, force=force)
+    for problem in fit.problems:
+        _log(f"# --force: going ahead although {problem}")
+
+    # The port, chosen before any work starts.
+    strategy = strategy_for(board)
+    wants_port = runner_cls.capabilities.needs_port or isinstance(strategy, Touch1200bps) or confirm
+    chosen = port
+    if chosen and dry_run:
+        pass                                   # dry run: never open the port, not even to probe it
+    elif wants_port:
+        try:
+            chosen = _ports.resolve_port(board, port, interactive=interactive, choose=choose_port)
+        except EdgekitError as e:
+            if dry_run:
+                _log(f"# no port found ({e.message}); commands show {DRY_RUN_PORT}")
+                chosen = DRY_RUN_PORT
+            elif runner_cls.capabilities.needs_port or port:
+                raise
+            else:
+                _log(f"# no serial port found for {board.id}; uploading without a reset, no confirmation")
+                chosen = None
+    runner = runner_cls(board, dry_run=dry_run, log=_log, options=runner_options, tool=tool)
+    if runner_cls.capabilities.needs_port:
+        runner_cls.check(["flash"], port=chosen, board_id=board.id)
+
+    from edgekit.export.firmware import render_project
+
+    fmt = (board.build or {}).get("project_format") or runner_cls.project_format
+    project_dir = Path(out_dir) if out_dir else model_path.parent / "firmware" / board.id
+    _log(f"# render the {fmt} project for {board.id} into {project_dir}")
+    if not dry_run:
+        render_project(model_path, board, project_dir, fmt=fmt)
+    build = runner.run("build", project_dir=project_dir)
+    upload_port = chosen
+    if not runner_cls.enters_bootloader_itself:
+        upload_port = strategy.before_upload(board, chosen, dry_run=dry_run, log=_log)
+    runner.run("flash", build=build, port=upload_port if runner_cls.capabilities.needs_port else chosen)
+    back = strategy.after_upload(board, chosen, dry_run=dry_run, log=_log) if chosen else None
+
+    confirmed, note = None, "confirmation pending: dry run, nothing was flashed"
+    if not dry_run:
+        if not confirm:
+            note = "not confirmed (confirmation turned off)"
+        elif not back:
+            note = "confirmation pending: no serial port to ask the board"
+        else:
+            confirmed, note = confirm_model(back, board, data, digest, timeout_s=hello_timeout_s, log=_log)
+    return FlashResult(board=board.id, runner=runner_cls.name, port=back or chosen, model_sha256=digest,
+                       fit=fit, project_dir=str(project_dir),
+                       artifacts={k: str(v) for k, v in build.artifacts.items()}, commands=commands,
+                       dry_run=dry_run, confirmed=confirmed, confirmation=note)
+
+
+def confirm_model(port: str, board, data: bytes, digest: str, *, timeout_s: float = 10.0,
+                  log: LogFn | None = None) -> tuple[bool | None, str]:
+    """Ask the board (protocol HELLO) which model it runs; True when its SHA-256 is ``digest``.
+
+    A board still booting gets asked again until ``timeout_s`` has passed.
+    """
+    import time
+
+    log = log or (lambda line: None)
+    try:
+        from edgekit.link.session import DeviceSession
+    except ImportError:
+        return None, "confirmation pending: this edgekit has no device session yet"
+    from edgekit.errors import NoAnswer
+    from edgekit.ports import explain
+
+    log(f"# ask {board.id} on {port} for its HELLO")
+    try:
+        session = DeviceSession.open(port, board.baud)
+    except DeviceError:
+        raise
+    except Exception as e:  # noqa: BLE001 - serial errors are explained
+        raise explain(e, port) from e
+    deadline = time.monotonic() + timeout_s
+    with session:
+        while True:
+            try:
+                hello = session.hello()
+                break
+            except NoAnswer:
+                if time.monotonic() >= deadline:
+                    raise
+        got = bytes(hello.model_sha256).hex()
+        if hello.board_id and hello.board_id != board.id:
+            raise DeviceError(f"the device on {port} says it is '{hello.board_id}', not {board.id}",
+                              hint="pass the right --board or --port")
+        if got == digest:
+            return True, f"confirmed: {board.id} runs model sha256 {digest[:16]}..."
+        if int(got, 16) == 0:
+            raise DeviceError(f"{board.id} answered but runs no model after flashing",
+                              hint="the firmware could not load the model; see its LOG lines or rerun "
+                                   "with --force off to check the fit")
+        raise DeviceError(f"{board.id} runs model sha256 {got[:16]}..., not the flashed {digest[:16]}...",
+                          hint="the upload may have failed silently; flash again")
+
+
+class _CallableModule(types.ModuleType):
+    """``edgekit.flash`` names both this module and its function: importing the module rebinds the
+    package attribute to the module, so calling the module calls the function."""
+
+    def __call__(self, *args, **kwargs):
+        return flash(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,535 @@
+"""One report for an artifact folder: the facts of convert, profile and validate runs, as data, HTML or tables.
+
+    data = edgekit.report.collect("build/digits")          # ReportData (to_dict() is plain JSON)
+    edgekit.report.write_html("build/digits", "build/digits/report.html")
+
+Input: a folder written by ``edgekit convert`` (model.tflite, model_float.tflite, report.json with schema
+``edgekit.convert/1``) plus any ``*.json`` in it whose ``schema`` is ``edgekit.profile/1`` or
+``edgekit.validate/1``. The HTML is one self-contained file: charts are PNG data URIs drawn with
+matplotlib (Agg), no scripts, no style sheets or fonts from the network.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import BoardError, InputFileError
+
+REPORT_SCHEMA = "edgekit.report/1"
+CONVERT_SCHEMA = "edgekit.convert/1"
+PROFILE_SCHEMA = "edgekit.profile/1"
+VALIDATE_SCHEMA = "edgekit.validate/1"
+
+# Ops whose constant inputs are weights (the rest of a model's constants are shapes, axes, ...).
+WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D",
+              "BATCH_MATMUL", "EMBEDDING_LOOKUP", "SVDF", "UNIDIRECTIONAL_SEQUENCE_LSTM")
+DECODE_OPS = ("DECODE", "TFLM_DECODE")     # TFLM's LUT decompression op (custom code in compressed models)
+
+
+@dataclass
+class ReportData:
+    """Everything the report shows; ``to_dict()`` is what ``edgekit report --json`` prints."""
+
+    folder: str
+    convert: dict[str, Any]
+    layer_sizes: list[dict[str, Any]]
+    accuracy: dict[str, Any]
+    profiles: list[dict[str, Any]] = field(default_factory=list)
+    validations: list[dict[str, Any]] = field(default_factory=list)
+    budget: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def sizes(self) -> dict[str, Any]:
+        return self.convert.get("sizes") or {}
+
+    @property
+    def sparsity(self) -> dict[str, Any]:
+        return self.convert.get("sparsity") or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.convert
+        return {
+            "schema": REPORT_SCHEMA,
+            "folder": self.folder,
+            "source": c.get("source"),
+            "recipe_summary": c.get("recipe_summary"),
+            "model_sha256": c.get("model_sha256"),
+            "sizes": self.sizes,
+            "layer_sizes": self.layer_sizes,
+            "sparsity": self.sparsity,
+            "accuracy": self.accuracy,
+            "latency": [_latency_facts(p) for p in self.profiles],
+            "validations": self.validations,
+            "budget": self.budget,
+            "notes": self.notes,
+        }
+
+
+# --- collecting -----------------------------------------------------------------------------------
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise InputFileError(f"{path.name} is not readable JSON: {str(e).splitlines()[0]}",
+                             hint="run `edgekit convert` again to rewrite the artifact folder") from e
+
+
+def collect(folder: str | Path, *, board: str | None = None) -> ReportData:
+    """Read an artifact folder. ``board`` (an id from targets/) sets the budget when no profile names one."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputFileError(f"artifact folder not found: {folder}",
+                             hint="give the folder `edgekit convert -o` wrote")
+    rep_path = folder / "report.json"
+    if not rep_path.is_file():
+        raise InputFileError(f"{folder} has no report.json, so it is not an `edgekit convert` artifact folder",
+                             hint="run `edgekit convert MODEL -o FOLDER` first, then report on FOLDER")
+    convert = _read_json(rep_path)
+    if not isinstance(convert, dict) or convert.get("schema") != CONVERT_SCHEMA:
+        got = convert.get("schema") if isinstance(convert, dict) else type(convert).__name__
+        raise InputFileError(f"{rep_path.name} has schema {got!r}, expected {CONVERT_SCHEMA!r}",
+                             hint="run `edgekit convert` with this edgekit version to rewrite it")
+    notes: list[str] = []
+    profiles, validations = [], []
+    for p in sorted(folder.glob("*.json")):
+        if p.name == "report.json":
+            continue
+        try:
+            text = p.read_text(encoding="utf-8")
+            doc, end = json.JSONDecoder().raw_decode(text.lstrip())
+        except (OSError, UnicodeDecodeError, ValueError):
+            notes.append(f"{p.name}: not readable JSON, ignored")
+            continue
+        if text.lstrip()[end:].strip():
+            # a native library's chatter after the document (a shell redirect caught it); the JSON is whole
+            notes.append(f"{p.name}: text after the JSON document ignored")
+        if not isinstance(doc, dict):
+            continue
+        if doc.get("schema") == PROFILE_SCHEMA:
+            profiles.append({"file": p.name, **doc})
+        elif doc.get("schema") == VALIDATE_SCHEMA:
+            validations.append({"file": p.name, **doc})
+    layer_sizes = _layer_sizes(folder, notes)
+    _short_names(layer_sizes, convert)
+    data = ReportData(folder=str(folder), convert=convert, layer_sizes=layer_sizes,
+                      accuracy=_accuracy(convert, validations), profiles=profiles, validations=validations,
+                      notes=notes)
+    data.budget = _budget(data, board)
+    return data
+
+
+def _op_name(model, op) -> str:
+    from ai_edge_litert import schema_py_generated as schema
+
+    code = model.operatorCodes[op.opcodeIndex]
+    builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+    if builtin == schema.BuiltinOperator.CUSTOM:
+        name = code.customCode.decode() if isinstance(code.customCode, bytes) else str(code.customCode)
+        return name
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    return names.get(builtin, f"OP_{builtin}")
+
+
+def _weight_rows(path: Path) -> list[dict[str, Any]]:
+    """Per weight op of the main subgraph: its constant inputs' bytes (through DECODE ops, if compressed)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    from edgekit.model.load import load_tflite
+
+    verified = load_tflite(path)    # the verifier runs before anything parses the flatbuffer
+    model = schema.ModelT.InitFromPackedBuf(bytearray(verified.data), 0)
+    sg = model.subgraphs[0]
+    buffers = model.buffers or []
+
+    def const_bytes(ti: int) -> int:
+        if ti < 0:
+            return 0
+        t = sg.tensors[ti]
+        b = buffers[t.buffer] if 0 < t.buffer < len(buffers) else None
+        return 0 if b is None or b.data is None else len(b.data)
+
+    producer: dict[int, Any] = {}
+    names: dict[Any, str] = {}
+    for op in sg.operators or []:
+        names[id(op)] = _op_name(model, op)
+        for o in op.outputs if op.outputs is not None else []:
+            producer[int(o)] = op
+    rows = []
+    for op in sg.operators or []:
+        kind = names[id(op)]
+        if kind not in WEIGHT_OPS:
+            continue
+        total, decoded = 0, False
+        for ti in (int(i) for i in (op.inputs if op.inputs is not None else [])):
+            src = producer.get(ti)
+            if src is not None and names[id(src)] in DECODE_OPS:
+                decoded = True
+                total += sum(const_bytes(int(j)) for j in src.inputs)
+            else:
+                total += const_bytes(ti)
+        out = sg.tensors[int(op.outputs[0])].name if op.outputs is not None and len(op.outputs) else b""
+        rows.append({"op": kind, "name": out.decode(errors="replace") if isinstance(out, bytes) else str(out),
+                     "bytes": int(total), "decoded": decoded})
+    return rows
+
+
+def _layer_sizes(folder: Path, notes: list[str]) -> list[dict[str, Any]]:
+    from edgekit.errors import EdgekitError
+
+    rows: dict[str, list] = {}
+    for key, name in (("float", "model_float.tflite"), ("final", "model.tflite")):
+        p = folder / name
+        if not p.is_file():
+            notes.append(f"{name} missing: no per-layer size for it")
+            rows[key] = []
+            continue
+        try:
+            rows[key] = _weight_rows(p)
+        except EdgekitError as e:
+            notes.append(f"{name}: {e.message}")
+            rows[key] = []
+    fl, fi = rows["float"], rows["final"]
+    out = []
+    for k in range(max(len(fl), len(fi))):
+        a = fl[k] if k < len(fl) else None
+        b = fi[k] if k < len(fi) else None
+        if a and b and a["op"] != b["op"]:
+            notes.append(f"weight op {k}: {a['op']} in the float model but {b['op']} in the final one")
+        out.append({"index": k, "op": (b or a)["op"],
+                    "name": (a or {}).get("name") or (b or {}).get("name") or f"op {k}",
+                    "float_bytes": None if a is None else a["bytes"],
+                    "final_bytes": None if b is None else b["bytes"],
+                    "decoded": bool(b and b["decoded"])})
+    return out
+
+
+def _short_names(rows: list[dict], convert: dict) -> None:
+    """Name layers after the Keras layers when they line up one to one (same count, in order)."""
+    sp = convert.get("sparsity") or {}
+    keras_rows = sp.get("keras_before") or sp.get("keras_after") or []
+    if keras_rows and len(keras_rows) == len(rows):
+        for r, k in zip(rows, keras_rows):
+            r["tensor"], r["name"] = r["name"], str(k.get("layer") or r["name"])
+        return
+    for r in rows:
+        r["tensor"], r["name"] = r["name"], r["name"].split(";")[0]
+
+
+def _metric(score: Any, metric: str) -> float | None:
+    if isinstance(score, dict) and isinstance(score.get(metric), (int, float)):
+        return float(score[metric])
+    return None
+
+
+def _accuracy(convert: dict, validations: list[dict]) -> dict[str, Any]:
+    ev = convert.get("evaluation") or {}
+    metric = (ev.get("delta_vs_float") or {}).get("metric") or "accuracy"
+    rows = {
+        "float (Keras)": _metric(ev.get("keras_float"), metric),
+        "float (LiteRT)": _metric(ev.get("litert_float"), metric),
+        "final (LiteRT)": _metric(ev.get("litert"), metric),
+        "final (host TFLM)": _metric(ev.get("tflm"), metric),
+    }
+    for v in validations:
+        if metric == "accuracy" and v.get("accuracy_device") is not None:
+            rows[f"on device ({v.get('board', '?')}, {v.get('samples', '?')} samples)"] = \
+                float(v["accuracy_device"])
+    notes = [str(ev[k]) for k in ("litert_note", "litert_error", "tflm_note", "tflm_error") if ev.get(k)]
+    return {"metric": metric if ev else None, "values": rows,
+            "samples": ((convert.get("data") or {}).get("eval") or {}).get("samples"), "notes": notes}
+
+
+def _latency_facts(p: dict) -> dict[str, Any]:
+    return {"file": p.get("file"), "board": (p.get("board") or {}).get("id"),
+            "latency_us": p.get("latency_us"), "runs": p.get("runs"),
+            "per_op": p.get("per_op"), "per_op_note": p.get("per_op_note"),
+            "memory": p.get("memory")}
+
+
+def _budget(data: ReportData, board: str | None) -> dict[str, Any] | None:
+    from edgekit.boards import load_board
+
+    prof = data.profiles[0] if data.profiles else None
+    board_id = board or (((prof or {}).get("board") or {}).get("id"))
+    if not board_id:
+        return None
+    try:
+        b = load_board(board_id)
+    except BoardError as e:
+        if board:
+            raise
+        data.notes.append(f"board {board_id!r} of {prof['file']}: {e.message}; no budget shown")
+        return None
+    mem = (prof or {}).get("memory") or {}
+    arena = mem.get("arena_used_bytes")
+    arena_source = f"{prof['file']} (measured on {board_id})" if arena is not None and prof else None
+    if arena is None:
+        arena = (data.convert.get("evaluation") or {}).get("tflm_arena_bytes")
+        arena_source = "report.json (host TFLM)" if arena is not None else None
+    model_bytes = mem.get("model_bytes") or data.sizes.get("final_bytes")
+    flash_avail = b.flash_bytes - b.firmware_flash_bytes
+    ram_avail = b.ram_bytes - b.firmware_ram_bytes
+    return {"board": board_id, "board_name": b.name,
+            "flash_bytes": b.flash_bytes, "firmware_flash_bytes": b.firmware_flash_bytes,
+            "flash_available_bytes": flash_avail, "model_bytes": model_bytes,
+            "ram_bytes": b.ram_bytes, "firmware_ram_bytes": b.firmware_ram_bytes,
+            "ram_available_bytes": ram_avail, "arena_bytes": arena, "arena_source": arena_source,
+            "flash_fits": None if model_bytes is None else model_bytes <= flash_avail,
+            "ram_fits": None if arena is None else arena <= ram_avail}
+
+
+# --- charts ---------------------------------------------------------------------------------------
+
+def charts(data: ReportData) -> list[tuple[str, bytes]]:
+    """(title, PNG bytes) for every chart the data allows. matplotlib is imported here only."""
+    # Figure + the Agg canvas directly: no pyplot, so no global backend or figure state is touched
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    out: list[tuple[str, bytes]] = []
+
+    def new_figure(figsize: tuple[float, float]):
+        fig = Figure(figsize=figsize)
+        FigureCanvasAgg(fig)
+        return fig, fig.subplots()
+
+    def save(fig, title: str) -> None:
+        buf = io.BytesIO()
+        fig.tight_layout()
+        fig.savefig(buf, format="png", dpi=90)
+        out.append((title, buf.getvalue()))
+
+    def grouped(title, labels, series, ylabel, fmt="{:,.0f}", ylim=None):
+        fig, ax = new_figure((8, 3.6))
+        x = np.arange(len(labels))
+        w = 0.8 / max(1, len(series))
+        for k, (name, vals) in enumerate(series):
+            v = [0 if a is None else a for a in vals]
+            bars = ax.bar(x + (k - (len(series) - 1) / 2) * w, v, w, label=name)
+            ax.bar_label(bars, labels=[fmt.format(a) if a is not None else "-" for a in vals], fontsize=7)
+        ax.set_xticks(x, labels, rotation=20, ha="right", fontsize=8)
+        ax.set_ylabel(ylabel)
+        if ylim is not None:
+            ax.set_ylim(*ylim)
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+        save(fig, title)
+
+    if data.layer_sizes:
+        grouped("Weight bytes per layer: float vs final",
+                [f"{r['name']} ({r['op']})" for r in data.layer_sizes],
+                [("float", [r["float_bytes"] for r in data.layer_sizes]),
+                 ("final", [r["final_bytes"] for r in data.layer_sizes])], "bytes")
+    fb, bb = data.sizes.get("float_breakdown"), data.sizes.get("final_breakdown")
+    if fb and bb:
+        fig, ax = new_figure((8, 2.8))
+        names = ["float", "final"]
+        w = [fb["weight_bytes"], bb["weight_bytes"]]
+        s = [fb["structure_bytes"], bb["structure_bytes"]]
+        ax.barh(names, w, label="weights")
+        ax.barh(names, s, left=w, label="structure")
+        for k in range(2):
+            ax.text(w[k] + s[k], k, f" {w[k] + s[k]:,} B", va="center", fontsize=8)
+        ax.set_xlabel("bytes")
+        ax.set_title("Model bytes: weights vs structure")
+        ax.legend(fontsize=8)
+        save(fig, "Model bytes: weights vs structure")
+    sp = data.sparsity
+    before, after, lite = sp.get("keras_before") or [], sp.get("keras_after") or [], sp.get("tflite") or []
+    n = max(len(before), len(after), len(lite))
+    if n:
+        def col(rows):
+            return [rows[k]["sparsity"] * 100 if k < len(rows) else None for k in range(n)]
+        named = before or after or lite
+        labels = [_row_label(named[k], k) if k < len(named) else f"#{k}" for k in range(n)]
+        series = [(name, col(rows)) for name, rows in
+                  (("Keras before", before), ("Keras after", after), ("TFLite int8", lite)) if rows]
+        grouped("Sparsity per layer (% zero weights)", labels, series, "% zeros", fmt="{:.1f}", ylim=(0, 105))
+    vals = {k: v for k, v in data.accuracy["values"].items() if v is not None}
+    if vals:
+        metric = data.accuracy.get("metric") or "accuracy"
+        fig, ax = new_figure((8, 3.2))
+        shown = [v * 100 if metric == "accuracy" else v for v in vals.values()]
+        bars = ax.barh(list(vals), shown, color="tab:green")
+        ax.bar_label(bars, labels=[f"{v:.2f}" for v in shown], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("accuracy (%)" if metric == "accuracy" else metric)
+        ax.set_title("Accuracy: float, int8 LiteRT, host TFLM, device")
+        save(fig, "Accuracy")
+    for p in data.profiles:
+        bid = (p.get("board") or {}).get("id", "?")
+        if p.get("per_op"):
+            ops = sorted(p["per_op"], key=lambda o: -o.get("mean_us", 0))
+            fig, ax = new_figure((8, 0.5 + 0.35 * len(ops)))
+            bars = ax.barh([o["name"] for o in ops], [o["mean_us"] for o in ops], color="tab:orange")
+            ax.bar_label(bars, labels=[f"{o['mean_us']:.1f} us" for o in ops], fontsize=8)
+            ax.invert_yaxis()
+            ax.set_xlabel("mean us per inference")
+            ax.set_title(f"Per-op latency on {bid} ({p['file']})")
+            save(fig, f"Per-op latency ({p['file']})")
+        samples = p.get("latency_samples_us") or []
+        if samples:
+            fig, ax = new_figure((8, 3.2))
+            ax.hist(samples, bins=min(40, max(5, len(samples) // 5)), color="tab:purple")
+            lat = p.get("latency_us") or {}
+            for key, style in (("median", "-"), ("p99", "--")):
+                if lat.get(key) is not None:
+                    ax.axvline(lat[key], color="black", linestyle=style, label=f"{key} {lat[key]:.1f} us")
+            ax.set_xlabel("latency (us)")
+            ax.set_ylabel("runs")
+            ax.set_title(f"Latency of {len(samples)} runs on {bid} ({p['file']})")
+            ax.legend(fontsize=8)
+            save(fig, f"Latency histogram ({p['file']})")
+    b = data.budget
+    if b:
+        fig, ax = new_figure((8, 2.6))
+        rows = [("flash", b["model_bytes"], b["flash_available_bytes"]),
+                ("RAM (arena)", b["arena_bytes"], b["ram_available_bytes"])]
+        for k, (name, used, avail) in enumerate(rows):
+            # share of what the firmware leaves: flash and RAM differ by orders of magnitude in bytes
+            ax.barh(k, 100, color="lightgray", label="available" if k == 0 else None)
+            if used is not None:
+                share = 100 * used / max(avail, 1)
+                ax.barh(k, min(share, 100), height=0.5, color="tab:red" if used > avail else "tab:blue",
+                        label="used" if k == 0 else None)
+                ax.text(min(share, 100), k, f" {used:,} / {avail:,} B ({share:.1f} %)", va="center", fontsize=8)
+        ax.set_yticks(range(len(rows)), [r[0] for r in rows])
+        ax.set_xlim(0, 100)
+        ax.set_xlabel("% of what the firmware leaves")
+        ax.set_title(f"Budget on {b['board']} (after firmware)")
+        ax.legend(fontsize=8, loc="lower right")
+        save(fig, "Budget")
+    return out
+
+
+# --- HTML -----------------------------------------------------------------------------------------
+
+_CSS = """body{font-family:sans-serif;margin:2em;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;
+text-align:right}th{background:#eee}td:first-child,th:first-child{text-align:left}
+img{display:block;margin:0.5em 0 1.5em;max-width:100%}.note{color:#666}"""
+
+
+def _row_label(row: dict, k: int) -> str:
+    """A sparsity row's name: Keras layer, else tensor name, else op and position (stripped models)."""
+    return str(row.get("layer") or row.get("tensor") or f"{row.get('op', 'op')} #{k}")
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def tables(data: ReportData) -> list[tuple[str, list[str], list[list[Any]]]]:
+    """The report's facts as (title, header, rows): the same for HTML and the terminal."""
+    s = data.sizes
+    out = [("Sizes", ["", "bytes", "gzip bytes"],
+            [["float model", s.get("float_bytes"), s.get("float_gzip_bytes")],
+             ["final model", s.get("final_bytes"), s.get("final_gzip_bytes")],
+             ["final / float", s.get("ratio"), None]])]
+    fb, bb = s.get("float_breakdown") or {}, s.get("final_breakdown") or {}
+    if fb or bb:
+        out.append(("Weights vs structure", ["", "weight bytes", "structure bytes", "total bytes"],
+                    [["float", fb.get("weight_bytes"), fb.get("structure_bytes"), fb.get("total_bytes")],
+                     ["final", bb.get("weight_bytes"), bb.get("structure_bytes"), bb.get("total_bytes")]]))
+    if data.layer_sizes:
+        out.append(("Weight bytes per layer", ["layer", "op", "float bytes", "final bytes", "LUT-decoded"],
+                    [[r["name"], r["op"], r["float_bytes"], r["final_bytes"], r["decoded"]]
+                     for r in data.layer_sizes]))
+    sp = data.sparsity
+    for key, title in (("keras_before", "Sparsity before (Keras)"), ("keras_after", "Sparsity after (Keras)"),
+                       ("tflite", "Sparsity of int8 weights (TFLite)")):
+        rows = sp.get(key) or []
+        if rows:
+            out.append((title, ["layer", "params", "zeros %", "distinct values"],
+                        [[_row_label(r, k), r.get("params"), round(r["sparsity"] * 100, 2),
+                          r.get("unique_values")] for k, r in enumerate(rows)]))
+    acc = data.accuracy
+    if any(v is not None for v in acc["values"].values()):
+        metric = acc.get("metric") or "accuracy"
+        out.append((f"{metric.capitalize()} ({_fmt(acc.get('samples'))} samples)", ["model", metric],
+                    [[k, v] for k, v in acc["values"].items()]))
+    for p in data.profiles:
+        lat = p.get("latency_us") or {}
+        bid = (p.get("board") or {}).get("id")
+        out.append((f"Latency on {bid} ({p['file']}, {_fmt(p.get('runs'))} runs)",
+                    ["", "us"], [[k, lat.get(k)] for k in ("mean", "median", "p90", "p99", "min", "max", "std")]))
+        if p.get("per_op"):
+            out.append((f"Per-op latency on {bid}", ["op", "count", "mean us", "share %"],
+                        [[o["name"], o.get("count"), o.get("mean_us"), round(o.get("share", 0) * 100, 1)]
+                         for o in p["per_op"]]))
+    for v in data.validations:
+        out.append((f"Validation on {v.get('board')} ({v['file']})", ["", "value"],
+                    [[k, v.get(k)] for k in ("samples", "agreement", "agreement_tflm", "max_lsb",
+                                            "accuracy_device", "accuracy_host", "passed")]))
+    b = data.budget
+    if b:
+        out.append((f"Budget on {b['board']} ({b['board_name']})", ["", "used", "available", "total", "fits"],
+                    [["flash (model)", b["model_bytes"], b["flash_available_bytes"], b["flash_bytes"],
+                      b["flash_fits"]],
+                     ["RAM (arena)", b["arena_bytes"], b["ram_available_bytes"], b["ram_bytes"], b["ram_fits"]]]))
+    return out
+
+
+def text_notes(data: ReportData) -> list[str]:
+    """One-line remarks shown under the tables (missing per-op data, runtime caveats, ...)."""
+    notes = list(data.notes) + list(data.accuracy.get("notes") or [])
+    for p in data.profiles:
+        if not p.get("per_op"):
+            notes.append(f"{p['file']}: no per-op data: {p.get('per_op_note') or 'not reported'}")
+    if not data.profiles:
+        notes.append("no profile results in the folder (edgekit profile MODEL --json > FOLDER/profile.json)")
+    if data.budget and data.budget.get("arena_source"):
+        notes.append(f"arena from {data.budget['arena_source']}")
+    return notes
+
+
+def render_html(data: ReportData) -> str:
+    """The whole report as one HTML document (charts embedded as PNG data URIs)."""
+    c = data.convert
+    e = html.escape
+    parts = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
+             f"<title>edgekit report: {e(str(c.get('source')))}</title>", f"<style>{_CSS}</style></head><body>",
+             "<h1>edgekit report</h1>",
+             f"<p>source <b>{e(str(c.get('source')))}</b> &middot; recipe {e(str(c.get('recipe_summary')))}"
+             f" &middot; model sha256 <code>{e(str(c.get('model_sha256')))}</code>"
+             f" &middot; edgekit {e(str(c.get('edgekit_version')))}</p>"]
+    parts.append("<h2>Charts</h2>")
+    for title, png in charts(data):
+        b64 = base64.b64encode(png).decode("ascii")
+        parts.append(f"<h3>{e(title)}</h3><img alt='{e(title)}' src='data:image/png;base64,{b64}'>")
+    parts.append("<h2>Tables</h2>")
+    for title, header, rows in tables(data):
+        parts.append(f"<h2>{e(title)}</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
+        for r in rows:
+            parts.append("<tr>" + "".join(f"<td>{e(_fmt(v))}</td>" for v in r) + "</tr>")
+        parts.append("</table>")
+    notes = text_notes(data)
+    if notes:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li class='note'>{e(n)}</li>" for n in notes) + "</ul>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def write_html(folder: str | Path, out: str | Path | None = None, *, board: str | None = None) -> ReportData:
+    """Collect ``folder`` and write the HTML report atomically (default: FOLDER/report.html)."""
+    from edgekit.fileio import write_text
+
+    data = collect(folder, board=board)
+    write_text(Path(out) if out is not None else Path(folder) / "report.html", render_html(data))
+    return data

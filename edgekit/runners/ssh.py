@@ -1,0 +1,275 @@
+"""The ssh runner: profile a model with LiteRT on a Linux board (Raspberry Pi) over SSH.
+
+It calls the system OpenSSH client (``ssh``/``scp``) through the seam, not a Python SSH library, so
+host keys are checked exactly as the user's own ``ssh`` checks them (``~/.ssh/known_hosts``) and
+``~/.ssh/config`` is honoured for user, port and identity. It passes ``BatchMode=yes`` (never a
+password or host-key prompt: an unknown or changed host key fails) and ``ConnectTimeout`` (an
+unreachable host fails in bounded time); it never turns host-key checking off.
+
+The model is copied to ``~/.cache/edgekit/model-<sha256>.tflite`` on the board (a name edgekit
+makes, so no user-chosen character reaches the remote side unquoted) together with the
+self-contained agent (firmware_templates/rpi/edgekit_agent.py), which times the model with
+ai_edge_litert or tflite_runtime and answers in JSON. Every remote argument is ``shlex.quote``-d.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import (DeviceError, EdgekitError, InputFileError, NativeCrash, OutputError,
+                            RuntimeMissing, ToolFailed, UsageError)
+from edgekit.runners.base import Capabilities, Runner, RunnerOption
+
+REMOTE_DIR = ".cache/edgekit"          # relative to the remote home directory
+AGENT_NAME = "edgekit_agent.py"
+SSH_CONFIG_ENV = "EDGEKIT_SSH_CONFIG"  # an ssh config file used instead of ~/.ssh/config (ssh -F)
+REMOTE_PYTHON_ENV = "EDGEKIT_REMOTE_PYTHON"
+REMOTE_DIR_ENV = "EDGEKIT_REMOTE_DIR"        # folder on the board instead of ~/.cache/edgekit
+_SAFE_REMOTE = re.compile(r"[A-Za-z0-9._/-]+")
+SSH_FAILED = 255                       # ssh's own exit code for connection / auth failures
+
+
+def agent_path() -> Path:
+    from edgekit.export.firmware import templates_dir
+
+    return templates_dir() / "rpi" / AGENT_NAME
+
+
+def _link_error(e: ToolFailed, host: str) -> EdgekitError:
+    """Turn ssh's exit 255 into one clear DeviceError line."""
+    tail = e.context.get("output_tail") or ""
+    low = tail.lower()
+    if "host key verification failed" in low or "remote host identification has changed" in low:
+        return DeviceError(f"{host}: host key verification failed (the key is unknown or does not match "
+                           "known_hosts)", hint=f"check the board's key, then connect once with `ssh {host}` "
+                           "to accept it; edgekit never accepts host keys by itself")
+    if "permission denied" in low:
+        return DeviceError(f"{host}: SSH login refused (permission denied)",
+                           hint=f"set up key login (ssh-copy-id {host}); edgekit cannot type passwords")
+    if "connection refused" in low:
+        return DeviceError(f"{host}: connection refused (no SSH server on that port)",
+                           hint="enable SSH on the board (raspi-config > Interface Options) or check the port")
+    if "timed out" in low or "timeout" in low:
+        return DeviceError(f"{host}: no answer (connection timed out)",
+                           hint="check the host name / address and that the board is on the network")
+    if "could not resolve" in low or "name or service not known" in low:
+        return DeviceError(f"{host}: unknown host name", hint="check the spelling, or use the board's IP address")
+    last = tail.splitlines()[-1] if tail else "no output"
+    return DeviceError(f"{host}: SSH failed: {last}", hint=f"try `ssh {host} true` by hand")
+
+
+class SshRunner(Runner):
+    name = "ssh"
+    description = "run models with LiteRT on a Linux board (Raspberry Pi) over SSH"
+    capabilities = Capabilities(run=True, profile=True, model_upload=True, tools=("ssh",))
+
+    @classmethod
+    def options_spec(cls):
+        return [
+            RunnerOption("host", "[user@]host of the board (a Host alias from ssh config works too)"),
+            RunnerOption("ssh_port", "SSH port (default: from ssh config, else 22)", None, int),
+            RunnerOption("identity", "private key file (default: from ssh config / ssh-agent)"),
+            RunnerOption("ssh_config", f"ssh config file instead of ~/.ssh/config (or ${SSH_CONFIG_ENV})"),
+            RunnerOption("remote_python", f"python on the board (or ${REMOTE_PYTHON_ENV}; default python3)"),
+            RunnerOption("connect_timeout", "seconds to wait for the SSH connection", 10, int),
+            RunnerOption("timeout", "seconds one remote command may take", 300, int),
+            RunnerOption("remote_dir", f"folder on the board for the agent and models (or ${REMOTE_DIR_ENV}; "
+                         f"default ~/{REMOTE_DIR})"),
+        ]
+
+    # -- ssh / scp command lines -------------------------------------------------------------------
+    @property
+    def host(self) -> str:
+        host = self.options.get("host")
+        if not host:
+            raise UsageError("the ssh runner needs a host", hint="pass --host user@raspberrypi.local")
+        if host.startswith("-"):
+            raise UsageError(f"bad host {host!r}")
+        return host
+
+    def _common(self, port_flag: str) -> list[str]:
+        argv = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.options['connect_timeout']}"]
+        config = self.options.get("ssh_config") or os.environ.get(SSH_CONFIG_ENV)
+        if config:
+            argv += ["-F", str(config)]
+        if self.options.get("ssh_port"):
+            argv += [port_flag, str(self.options["ssh_port"])]
+        if self.options.get("identity"):
+            argv += ["-i", str(self.options["identity"])]
+        return argv
+
+    def ssh_argv(self, remote_command: str) -> list[str]:
+        return ["ssh", *self._common("-p"), "--", self.host, remote_command]
+
+    def scp_argv(self, local: Path, remote_rel: str) -> list[str]:
+        # local is absolute (so a ':' in it is not read as host:path); remote_rel is a name edgekit made.
+        return ["scp", "-q", *self._common("-P"), "--", str(Path(local).resolve()), f"{self.host}:{remote_rel}"]
+
+    @property
+    def remote_dir(self) -> str:
+        folder = str(self.options.get("remote_dir") or os.environ.get(REMOTE_DIR_ENV) or REMOTE_DIR)
+        if not _SAFE_REMOTE.fullmatch(folder):
+            raise UsageError(f"remote_dir {folder!r} may only hold letters, digits and . _ / -",
+                             hint="pick a plain folder name; model file names may be anything")
+        return folder.rstrip("/")
+
+    def remote_python(self) -> str:
+        return self.options.get("remote_python") or os.environ.get(REMOTE_PYTHON_ENV) or "python3"
+
+    def _ssh(self, remote_command: str, *, timeout: float | None = None):
+        try:
+            return self.tool(self.ssh_argv(remote_command), timeout=timeout or self.options["timeout"])
+        except ToolFailed as e:
+            if e.context.get("returncode") == SSH_FAILED:
+                raise _link_error(e, self.host) from e
+            raise
+
+    def _scp(self, local: Path, remote_rel: str):
+        try:
+            return self.tool(self.scp_argv(local, remote_rel), timeout=self.options["timeout"])
+        except ToolFailed as e:
+            if e.context.get("returncode") == SSH_FAILED:
+                raise _link_error(e, self.host) from e
+            if e.context.get("returncode") is None:      # the seam's timeout
+                raise
+            tail = e.context.get("output_tail") or ""
+            why = "no space left on the board" if "no space left" in tail.lower() else \
+                (tail.splitlines()[-1] if tail else "scp failed")
+            raise OutputError(f"{self.host}: cannot write {remote_rel} on the board: {why}",
+                              hint="check that the folder is writable and the disk has space (df -h)") from e
+
+    # -- staging ------------------------------------------------------------------------------------
+    def stage(self, model_path: Path, sha: str) -> str:
+        """Copy the agent and the model to ~/.cache/edgekit; return the remote model path (relative)."""
+        folder = self.remote_dir
+        remote_model = f"{folder}/model-{sha[:16]}.tflite"
+        try:
+            self._ssh(f"mkdir -p -- {shlex.quote(folder)}", timeout=self.options["connect_timeout"] + 30)
+        except ToolFailed as e:
+            tail = e.context.get("output_tail") or ""
+            raise OutputError(f"{self.host}: cannot create {folder} on the board: "
+                              f"{tail.splitlines()[-1] if tail else 'failed'}",
+                              hint="check that the folder is writable and the disk has space (df -h)") from e
+        self._scp(agent_path(), f"{folder}/{AGENT_NAME}")
+        self._scp(model_path, remote_model)
+        return remote_model
+
+    def agent_command(self, remote_model: str, *, runs: int, warmup: int, threads: int, xnnpack: bool) -> str:
+        argv = [self.remote_python(), f"{self.remote_dir}/{AGENT_NAME}", "profile", remote_model,
+                "--runs", str(runs), "--warmup", str(warmup), "--threads", str(threads)]
+        if not xnnpack:
+            argv.append("--no-xnnpack")
+        return shlex.join(argv)
+
+    def run_agent(self, command: str) -> dict:
+        try:
+            result = self._ssh(command)
+            out, code = result.output, 0
+        except ToolFailed as e:
+            out, code = e.context.get("output_tail") or "", e.context.get("returncode")
+        if self.dry_run:
+            return {}
+        answer = None
+        for line in reversed(out.strip().splitlines()):
+            if line.startswith("{"):
+                try:
+                    answer = json.loads(line)
+                except ValueError:
+                    pass
+                break
+        if answer is None:
+            last = out.strip().splitlines()[-1] if out.strip() else "no output"
+            if code == 127 or "not found" in last:
+                raise RuntimeMissing(f"{self.host}: {self.remote_python()} not found on the board",
+                                     hint="install Python 3 on the board, or pass --remote-python")
+            raise DeviceError(f"{self.host}: the edgekit agent gave no answer (exit {code}): {last}",
+                              hint="run it by hand: " + command)
+        if not answer.get("ok"):
+            kind = answer.get("error")
+            cls = {"runtime_missing": RuntimeMissing, "model_unreadable": InputFileError,
+                   "runtime_failed": NativeCrash, "usage": UsageError}.get(kind, DeviceError)
+            raise cls(f"{self.host}: {answer.get('message')}", hint=answer.get("hint"))
+        return answer
+
+    # -- commands -----------------------------------------------------------------------------------
+    def do_profile(self, model_path=None, runs: int = 50, warmup: int = 5, threads: int = 1,
+                   xnnpack: bool = True, **_) -> Any:
+        if model_path is None:
+            raise UsageError(f"runner {self.name}: profile needs a model", hint="pass the .tflite file to profile")
+        from edgekit._version import __version__
+        from edgekit.fileio import read_input
+        from edgekit.profile import ProfileResult, latency_stats, model_facts, roofline
+
+        if not 1 <= runs <= 1_000_000 or not 0 <= warmup <= 1_000_000:
+            raise UsageError(f"runs must be >= 1 and warmup >= 0, got {runs} / {warmup}")
+        if threads < 1:
+            raise UsageError(f"--threads must be >= 1, got {threads}")
+        path = Path(model_path)
+        data = read_input(path, "model")
+        facts = model_facts(data, str(path))
+        remote_model = self.stage(path, facts.sha256)
+        answer = self.run_agent(self.agent_command(remote_model, runs=runs, warmup=warmup,
+                                                   threads=threads, xnnpack=xnnpack))
+        if self.dry_run:
+            return None
+        samples = [float(s) for s in answer["samples_us"]]
+        stats = latency_stats(samples)
+        b = self.board
+        energy_uj = b.active_power_mw * stats["mean"] / 1000.0
+        return ProfileResult(
+            model={"path": str(path), "sha256": facts.sha256, "size_bytes": facts.size_bytes,
+                   "macs": facts.macs, "inputs": facts.inputs, "outputs": facts.outputs},
+            board={"id": b.id, "name": b.name, "cpu": b.cpu, "clock_hz": b.clock_hz, "runtime": b.runtime,
+                   "active_power_mw": b.active_power_mw, "peak_int8_macs_per_cycle": b.peak_int8_macs_per_cycle,
+                   "notes": getattr(b, "notes", None) or None},
+            device={"firmware_version": f"edgekit agent {answer.get('agent_version')}, "
+                                        f"{answer.get('runtime')} {answer.get('runtime_version') or ''}".strip(),
+                    "host": self.host, "hostname": answer.get("node"), "machine": answer.get("machine"),
+                    "python": answer.get("python"), "runtime": answer.get("runtime"),
+                    "runtime_version": answer.get("runtime_version"), "threads": answer.get("threads"),
+                    "xnnpack": answer.get("xnnpack"), "agent_version": answer.get("agent_version"),
+                    "first_inference_us": answer.get("first_inference_us"), "remote_model": remote_model},
+            runs=runs, warmup=warmup, latency_us=stats, latency_samples_us=samples, cycles=None,
+            per_op=answer.get("per_op"), per_op_note=answer.get("per_op_note"),
+            memory={"arena_used_bytes": None, "arena_bytes": None, "model_bytes": facts.size_bytes,
+                    "peak_rss_bytes": answer.get("peak_rss_bytes")},
+            roofline=roofline(facts.macs, stats["mean"], b.clock_hz, b.peak_int8_macs_per_cycle),
+            energy={"estimate": True, "active_power_mw": b.active_power_mw, "per_inference_uj": energy_uj,
+                    "method": "board active_power_mw x mean latency", "float_baseline": None},
+            upload=None, runner="ssh",
+            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            edgekit_version=__version__)
+
+    def do_run(self, model_path=None, **kw):
+        return self.do_profile(model_path, **kw)
+
+    def install(self, model_path, dest: str = "models") -> dict:
+        """Install the model into ``dest`` on the board (relative paths are under the remote home).
+
+        Not ``flash``: the declared capabilities of the ssh runner do not include flash yet.
+        """
+        from edgekit.fileio import read_input, sha256
+
+        path = Path(model_path)
+        sha = sha256(read_input(path, "model"))
+        staged = self.stage(path, sha)
+        target_dir = dest[2:] if dest.startswith("~/") else ("." if dest == "~" else dest)
+        target = f"{target_dir.rstrip('/') or '/'}/{path.name}"
+        # copy to a temporary name then rename, so a half-written model never replaces a good one
+        tmp = f"{target}.edgekit-tmp"
+        q = shlex.quote
+        cmd = (f"mkdir -p -- {q(target_dir)} && cp -- {q(staged)} {q(tmp)} && mv -f -- {q(tmp)} {q(target)}"
+               f" || {{ rm -f -- {q(tmp)}; exit 1; }}")
+        try:
+            self._ssh(cmd)
+        except ToolFailed as e:
+            tail = e.context.get("output_tail") or ""
+            raise OutputError(f"{self.host}: cannot install the model into {dest}: "
+                              f"{tail.splitlines()[-1] if tail else 'failed'}",
+                              hint="check that the folder is writable and the disk has space (df -h)") from e
+        return {"host": self.host, "path": target, "sha256": sha, "dry_run": self.dry_run}

@@ -1,0 +1,285 @@
+"""The ssh runner against a real OpenSSH server on 127.0.0.1 ("the Pi").
+
+The test starts its own sshd (openssh-server) on a free port with its own config, host key, user
+key and known_hosts, and points the runner at them through an ssh config file (``ssh_config``
+option; a user's ~/.ssh/config plays that part on a real setup). The agent runs for real with
+ai-edge-litert: the remote python is this test's interpreter.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conformance.linkkit import model_cache_dir, tiny_model  # noqa: F401
+from edgekit.boards import load_board
+from edgekit.errors import DeviceError, OutputError, RuntimeMissing
+from edgekit.runners import get_runner
+from edgekit.runners.ssh import SshRunner
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not (os.path.exists(SSHD) and shutil.which("ssh") and shutil.which("scp")),
+                                 reason="openssh-server / openssh-client not installed (tools/apt-packages.txt)")]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _keygen(path: Path) -> str:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True, timeout=30)
+    return path.with_suffix(".pub").read_text().strip() if path.suffix else Path(str(path) + ".pub").read_text().strip()
+
+
+class Pi:
+    def __init__(self, root: Path):
+        self.root = root
+        self.port = _free_port()
+        self.host_key = root / "host_key"
+        self.user_key = root / "user_key"
+        host_pub = _keygen(self.host_key)
+        user_pub = _keygen(self.user_key)
+        (root / "authorized_keys").write_text(user_pub + "\n")
+        (root / "known_hosts").write_text(f"edgekit-test-pi {host_pub}\n")
+        Path("/run/sshd").mkdir(parents=True, exist_ok=True)
+        (root / "sshd_config").write_text(
+            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.host_key}\nPidFile {root}/sshd.pid\n"
+            f"AuthorizedKeysFile {root}/authorized_keys\nStrictModes no\nUsePAM no\n"
+            "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+            "Subsystem sftp internal-sftp\nLogLevel ERROR\n")
+        self.config = self.ssh_config(root / "known_hosts")
+        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(root / "sshd_config")],
+                                     stdout=subprocess.DEVNULL, stderr=open(root / "sshd.log", "wb"))
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError("sshd exited: " + (root / "sshd.log").read_text())
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("sshd did not listen within 15 s")
+
+    def ssh_config(self, known_hosts: Path, port: int | None = None, name: str = "ssh_config") -> Path:
+        path = self.root / name
+        path.write_text(
+            f"Host edgekit-test-pi\n  HostName 127.0.0.1\n  Port {port or self.port}\n  User root\n"
+            f"  IdentityFile {self.user_key}\n  IdentitiesOnly yes\n  HostKeyAlias edgekit-test-pi\n"
+            f"  UserKnownHostsFile {known_hosts}\n  GlobalKnownHostsFile /dev/null\n")
+        return path
+
+    def runner(self, board="rpi5", **options) -> SshRunner:
+        opts = {"host": "edgekit-test-pi", "ssh_config": str(self.config), "remote_python": sys.executable,
+                "remote_dir": str(self.root / "remote"), "connect_timeout": 5, "timeout": 120}
+        opts.update(options)
+        return get_runner("ssh")(load_board(board), options=opts)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def pi(tmp_path):
+    p = Pi(tmp_path)
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def model_file(tmp_path, tiny_model):  # noqa: F811
+    path = tmp_path / "models dir" / "it's; a model.tflite"
+    path.parent.mkdir()
+    path.write_bytes(tiny_model)
+    return path
+
+
+def test_registry_serves_the_real_ssh_runner():
+    assert get_runner("ssh") is SshRunner
+
+
+def test_profile_on_the_pi_over_ssh(pi, model_file, tmp_path):
+    result = pi.runner().run("profile", model_path=model_file, runs=20, warmup=2, threads=2)
+    d = result.to_dict()
+    assert d["schema"] == "edgekit.profile/1" and d["runner"] == "ssh"
+    assert d["device"]["runtime"] == "ai_edge_litert" and d["device"]["threads"] == 2
+    assert d["latency_us"]["n"] == 20 and len(d["latency_samples_us"]) == 20
+    assert 0 < d["latency_us"]["min"] <= d["latency_us"]["median"] <= d["latency_us"]["max"]
+    assert d["memory"]["peak_rss_bytes"] > 1_000_000           # a python process with LiteRT loaded
+    assert d["per_op"] is None and "op profiler" in d["per_op_note"]
+    assert d["model"]["path"] == str(model_file)
+    # the model really went to the remote folder under a name edgekit made
+    staged = list((tmp_path / "remote").glob("model-*.tflite"))
+    assert len(staged) == 1 and staged[0].read_bytes() == model_file.read_bytes()
+    json.dumps(d)
+
+
+def test_profile_without_xnnpack(pi, model_file):
+    d = pi.runner().run("profile", model_path=model_file, runs=5, warmup=0, xnnpack=False).to_dict()
+    assert d["device"]["xnnpack"] is False and d["latency_us"]["n"] == 5
+
+
+def test_install_with_awkward_names_runs_nothing(pi, model_file, tmp_path):
+    dest = tmp_path / "dest; touch PWNED" / "a 'b'"
+    out = pi.runner().install(model_file, dest=str(dest))
+    installed = dest / model_file.name
+    assert installed.read_bytes() == model_file.read_bytes()
+    assert out["path"] == str(installed)
+    assert not list(tmp_path.rglob("PWNED")) and not Path("PWNED").exists()
+    assert not (Path.home() / "PWNED").exists()
+
+
+def test_cli_profile_json(pi, model_file):
+    env = dict(os.environ, EDGEKIT_SSH_CONFIG=str(pi.config), EDGEKIT_REMOTE_PYTHON=sys.executable,
+               EDGEKIT_REMOTE_DIR=str(pi.root / "cli-remote"))
+    cmd = [sys.executable, "-m", "edgekit", "profile", str(model_file), "--board", "rpi5",
+           "--host", "edgekit-test-pi", "--runs", "10", "--warmup", "1", "--threads", "1", "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads(proc.stdout)
+    assert d["runner"] == "ssh" and d["latency_us"]["n"] == 10
+    human = subprocess.run(cmd[:-1], capture_output=True, text=True, timeout=180, env=env, cwd=REPO)
+    assert human.returncode == 0, human.stderr
+    assert "latency per inference" in human.stdout and "ai_edge_litert" in human.stdout
+    assert len(list((pi.root / "cli-remote").glob("model-*.tflite"))) == 1
+
+
+def test_cli_host_key_mismatch_exit_code(pi, model_file, tmp_path):
+    other_pub = _keygen(tmp_path / "cli_other_key")
+    bad_known = tmp_path / "cli_bad_known_hosts"
+    bad_known.write_text(f"edgekit-test-pi {other_pub}\n")
+    env = dict(os.environ, EDGEKIT_SSH_CONFIG=str(pi.ssh_config(bad_known, name="cli_bad_config")),
+               EDGEKIT_REMOTE_PYTHON=sys.executable, EDGEKIT_REMOTE_DIR=str(tmp_path / "never"))
+    proc = subprocess.run([sys.executable, "-m", "edgekit", "profile", str(model_file), "--board", "rpi5",
+                           "--host", "edgekit-test-pi", "--runs", "2"],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
+    assert proc.returncode == 9
+    assert "host key verification failed" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "never").exists()
+
+
+def test_host_key_mismatch_is_refused(pi, model_file, tmp_path):
+    other = tmp_path / "other_host_key"
+    other_pub = _keygen(other)
+    bad_known = tmp_path / "bad_known_hosts"
+    bad_known.write_text(f"edgekit-test-pi {other_pub}\n")
+    config = pi.ssh_config(bad_known, name="bad_config")
+    t0 = time.monotonic()
+    with pytest.raises(DeviceError, match="host key verification failed") as err:
+        pi.runner(ssh_config=str(config)).run("profile", model_path=model_file, runs=2, warmup=0)
+    assert err.value.exit_code == 9 and "never accepts host keys" in err.value.hint
+    assert time.monotonic() - t0 < 30
+    assert not (tmp_path / "remote").exists()      # nothing ran on the host
+
+
+def test_refused_key(pi, model_file, tmp_path):
+    (pi.root / "authorized_keys").write_text("")
+    with pytest.raises(DeviceError, match="permission denied") as err:
+        pi.runner().run("profile", model_path=model_file, runs=2, warmup=0)
+    assert err.value.exit_code == 9
+
+
+def test_closed_port_fails_fast(pi, model_file):
+    config = pi.ssh_config(pi.root / "known_hosts", port=_free_port(), name="closed_config")
+    t0 = time.monotonic()
+    with pytest.raises(DeviceError, match="connection refused"):
+        pi.runner(ssh_config=str(config)).run("profile", model_path=model_file, runs=2, warmup=0)
+    assert time.monotonic() - t0 < 15
+
+
+def test_silent_host_is_bounded_by_connect_timeout(tmp_path, model_file):
+    # A listener that completes the TCP handshake but never sends the SSH banner: the way a
+    # firewalled or hung board looks. ConnectTimeout bounds the wait.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        config = tmp_path / "silent_config"
+        config.write_text(f"Host silent\n  HostName 127.0.0.1\n  Port {silent.getsockname()[1]}\n  User root\n"
+                          "  UserKnownHostsFile /dev/null\n  GlobalKnownHostsFile /dev/null\n")
+        runner = get_runner("ssh")(load_board("rpi5"), options={"host": "silent", "ssh_config": str(config),
+                                                                 "connect_timeout": 2, "timeout": 30})
+        t0 = time.monotonic()
+        with pytest.raises(DeviceError, match="timed out") as err:
+            runner.run("profile", model_path=model_file, runs=2, warmup=0)
+        elapsed = time.monotonic() - t0
+    assert 1.5 < elapsed < 20
+    assert err.value.exit_code == 9
+
+
+def _python_without_litert() -> str | None:
+    for cand in ("/usr/bin/python3", shutil.which("python3")):
+        if not cand:
+            continue
+        probe = subprocess.run([cand, "-c", "import numpy\ntry:\n import ai_edge_litert\nexcept ImportError:\n"
+                                " try:\n  import tflite_runtime\n except ImportError:\n  print('bare')"],
+                               capture_output=True, text=True, timeout=30)
+        if probe.stdout.strip() == "bare":
+            return cand
+    return None
+
+
+def test_pi_without_a_tflite_runtime(pi, model_file):
+    bare = _python_without_litert()
+    if bare is None:
+        pytest.skip("no python3 with numpy but without ai_edge_litert/tflite_runtime on this machine")
+    with pytest.raises(RuntimeMissing, match="no TFLite runtime") as err:
+        pi.runner(remote_python=bare).run("profile", model_path=model_file, runs=2, warmup=0)
+    assert err.value.exit_code == 12 and "pip install ai-edge-litert" in err.value.hint
+
+
+def test_remote_python_missing(pi, model_file):
+    with pytest.raises(RuntimeMissing, match="not found on the board"):
+        pi.runner(remote_python="/nonexistent/python3").run("profile", model_path=model_file, runs=2, warmup=0)
+
+
+def test_full_remote_disk(pi, model_file, tmp_path):
+    full = tmp_path / "full"
+    full.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)],
+                             capture_output=True, timeout=30).returncode == 0
+    if not mounted:
+        pytest.skip("cannot mount a small tmpfs here (needs root) to fill a disk")
+    try:
+        try:
+            with open(full / "filler", "wb") as f:
+                while True:
+                    f.write(b"\0" * 1024)
+                    f.flush()
+        except OSError:
+            pass
+        with pytest.raises(OutputError) as err:
+            pi.runner().install(model_file, dest=str(full / "models"))
+        assert err.value.exit_code == 11
+        assert "No space left" in err.value.message
+        with pytest.raises(OutputError):
+            pi.runner(remote_dir=str(full / "cache")).run("profile", model_path=model_file, runs=2, warmup=0)
+    finally:
+        subprocess.run(["umount", str(full)], timeout=30)
+
+
+def test_cli_flash_installs_on_the_pi(pi, model_file, tmp_path):
+    dest = tmp_path / "dest dir; echo hi"
+    env = dict(os.environ, EDGEKIT_SSH_CONFIG=str(pi.config), EDGEKIT_REMOTE_DIR=str(pi.root / "cli-remote"))
+    proc = subprocess.run([sys.executable, "-m", "edgekit", "flash", str(model_file), "--board", "rpi5",
+                           "--host", "edgekit-test-pi", "--dest", str(dest), "--json"],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads(proc.stdout)
+    assert Path(d["path"]).read_bytes() == model_file.read_bytes() and d["path"] == str(dest / model_file.name)
