@@ -269,7 +269,8 @@ def _budget(data: ReportData, board: str | None) -> dict[str, Any] | None:
         return None
     mem = (prof or {}).get("memory") or {}
     arena = mem.get("arena_used_bytes")
-    arena_source = f"{prof['file']} (measured on {board_id})" if arena is not None and prof else None
+    measured_on = ((prof or {}).get("board") or {}).get("id")
+    arena_source = f"{prof['file']} (measured on {measured_on})" if arena is not None and prof else None
     if arena is None:
         arena = (data.convert.get("evaluation") or {}).get("tflm_arena_bytes")
         arena_source = "report.json (host TFLM)" if arena is not None else None

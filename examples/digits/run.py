@@ -8,6 +8,7 @@ Steps (each printed before it runs):
 3. edgekit convert: prune + cluster + preserving QAT + LUT  -> <out>
 4. edgekit inspect --board nano33ble; 5. edgekit export --format c
 6. edgekit validate and 7. edgekit profile on the virtual board (no hardware needed)
+8. edgekit report: one self-contained HTML file with charts
 """
 from __future__ import annotations
 
@@ -69,7 +70,9 @@ def main() -> int:
     print("7. profile on the virtual board (with the float baseline for the energy estimate)")
     run([*edgekit, "profile", str(out / "model.tflite"), "--board", "virtual", "--runs", "200", "--warmup", "10",
          "-o", str(out / "profile.json")])
-    print(f"done: {out}/model.tflite, {out}/report.json, {out}/c/, {out}/profile.json")
+    print("8. the HTML report (charts embedded; sizes, sparsity, accuracy, latency, budget on nano33ble)")
+    run([*edgekit, "report", str(out), "--board", "nano33ble", "-o", str(out / "report.html")])
+    print(f"done: {out}/model.tflite, {out}/report.json, {out}/c/, {out}/profile.json, {out}/report.html")
     return 0
 
 
