@@ -1,6 +1,6 @@
-// edgekit in an Android app build (Gradle Kotlin DSL). Apply from the app module:
-//
-//     apply(from = "edgekit-convert.gradle.kts")      // in app/build.gradle.kts, after `android { }`
+// edgekit in an Android app build (Gradle Kotlin DSL). Paste this into app/build.gradle.kts, below
+// the `android { }` block. (Not `apply(from = ...)`: script plugins get no type-safe `android`
+// accessor, so the sourceSets block at the end would not compile there.)
 //
 // `edgekitConvert` runs `edgekit convert` (Keras model -> int8 .tflite) and `edgekitExport` writes the
 // model into the assets plus EdgekitModel.kt. Both declare their inputs and outputs, so Gradle skips
