@@ -131,6 +131,13 @@ class ProfileResult:
                 "roofline": self.roofline, "energy": self.energy, "upload": self.upload}
 
 
+def energy_estimate(board, mean_latency_us: float) -> dict:
+    """Energy per inference, estimated: the board's active power x the mean latency (mW x ms = µJ)."""
+    return {"estimate": True, "active_power_mw": board.active_power_mw,
+            "per_inference_uj": board.active_power_mw * mean_latency_us / 1000.0,
+            "method": "board active_power_mw x mean latency", "float_baseline": None}
+
+
 def roofline(macs: int | None, latency_us: float, clock_hz: int, peak_macs_per_cycle: float) -> dict:
     """Compute-bound floor and what the device achieved (MACs per clock cycle)."""
     if not macs:
@@ -215,9 +222,8 @@ def profile(model_path: str | os.PathLike, board: str = "virtual", port: str | N
     else:
         note = ("the device has no per-op timing (PER_OP capability)"
                 if not hello.has(Capability.PER_OP) else "the device sent no per-op records")
-    energy_uj = b.active_power_mw * stats["mean"] / 1000.0       # mW x ms = µJ
-    energy = {"estimate": True, "active_power_mw": b.active_power_mw, "per_inference_uj": energy_uj,
-              "method": "board active_power_mw x mean latency", "float_baseline": None}
+    energy = energy_estimate(b, stats["mean"])
+    energy_uj = energy["per_inference_uj"]
     if baseline is not None:
         if "latency_us_mean" in baseline:
             f_uj = b.active_power_mw * baseline["latency_us_mean"] / 1000.0

@@ -135,7 +135,7 @@ class AdbRunner(Runner):
             raise UsageError(f"runner {self.name}: profile needs a model", hint="pass the .tflite file to profile")
         from edgekit._version import __version__
         from edgekit.fileio import read_input
-        from edgekit.profile import ProfileResult, model_facts, roofline
+        from edgekit.profile import ProfileResult, energy_estimate, model_facts, roofline
         from edgekit.runners.benchmark_model import parse
 
         if runs < 1 or warmup < 0 or threads < 1:
@@ -169,7 +169,6 @@ class AdbRunner(Runner):
             per_op = [{"name": op["name"], "type": op["type"], "count": op["times_called"],
                        "mean_us": op["avg_ms"] * 1000.0, "total_us": op["avg_ms"] * 1000.0 * n,
                        "share": op["percent"] / 100.0} for op in bench.per_op]
-        energy_uj = b.active_power_mw * mean / 1000.0
         return ProfileResult(
             model={"path": str(path), "sha256": facts.sha256, "size_bytes": facts.size_bytes,
                    "macs": facts.macs, "inputs": facts.inputs, "outputs": facts.outputs},
@@ -187,8 +186,7 @@ class AdbRunner(Runner):
                     "tool_init_mb": bench.memory_init_mb, "tool_overall_mb": bench.memory_overall_mb,
                     "tool_peak_mb": bench.memory_peak_mb},
             roofline=roofline(facts.macs, mean, b.clock_hz, b.peak_int8_macs_per_cycle),
-            energy={"estimate": True, "active_power_mw": b.active_power_mw, "per_inference_uj": energy_uj,
-                    "method": "board active_power_mw x mean latency", "float_baseline": None},
+            energy=energy_estimate(b, mean),
             upload=None, runner="adb",
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             edgekit_version=__version__)

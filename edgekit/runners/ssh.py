@@ -203,7 +203,7 @@ class SshRunner(Runner):
             raise UsageError(f"runner {self.name}: profile needs a model", hint="pass the .tflite file to profile")
         from edgekit._version import __version__
         from edgekit.fileio import read_input
-        from edgekit.profile import ProfileResult, latency_stats, model_facts, roofline
+        from edgekit.profile import ProfileResult, energy_estimate, latency_stats, model_facts, roofline
 
         if not 1 <= runs <= 1_000_000 or not 0 <= warmup <= 1_000_000:
             raise UsageError(f"runs must be >= 1 and warmup >= 0, got {runs} / {warmup}")
@@ -220,7 +220,6 @@ class SshRunner(Runner):
         samples = [float(s) for s in answer["samples_us"]]
         stats = latency_stats(samples)
         b = self.board
-        energy_uj = b.active_power_mw * stats["mean"] / 1000.0
         return ProfileResult(
             model={"path": str(path), "sha256": facts.sha256, "size_bytes": facts.size_bytes,
                    "macs": facts.macs, "inputs": facts.inputs, "outputs": facts.outputs},
@@ -239,8 +238,7 @@ class SshRunner(Runner):
             memory={"arena_used_bytes": None, "arena_bytes": None, "model_bytes": facts.size_bytes,
                     "peak_rss_bytes": answer.get("peak_rss_bytes")},
             roofline=roofline(facts.macs, stats["mean"], b.clock_hz, b.peak_int8_macs_per_cycle),
-            energy={"estimate": True, "active_power_mw": b.active_power_mw, "per_inference_uj": energy_uj,
-                    "method": "board active_power_mw x mean latency", "float_baseline": None},
+            energy=energy_estimate(b, stats["mean"]),
             upload=None, runner="ssh",
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             edgekit_version=__version__)
