@@ -35,6 +35,11 @@ _T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
         2.052, 2.048, 2.045, 2.042]
 
 
+def t95(n: int) -> float:
+    """Two-sided 95 % Student t quantile for n samples (n - 1 degrees of freedom); normal past 31."""
+    return _T95[n - 2] if 2 <= n <= 31 else 1.96
+
+
 def latency_stats(samples_us: list[float] | np.ndarray) -> dict[str, float]:
     """mean, median, p90, p99, min, max, std (sample) and the 95 % confidence interval of the mean."""
     x = np.asarray(samples_us, dtype=np.float64)
@@ -43,7 +48,7 @@ def latency_stats(samples_us: list[float] | np.ndarray) -> dict[str, float]:
     n = x.size
     mean = float(x.mean())
     std = float(x.std(ddof=1)) if n > 1 else 0.0
-    t = _T95[n - 2] if 2 <= n <= 31 else 1.96
+    t = t95(n)
     half = t * std / math.sqrt(n) if n > 1 else 0.0
     return {"mean": mean, "median": float(np.median(x)), "p90": float(np.percentile(x, 90)),
             "p99": float(np.percentile(x, 99)), "min": float(x.min()), "max": float(x.max()),

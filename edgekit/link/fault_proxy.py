@@ -81,13 +81,7 @@ class FaultProxy:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        self._close_host()
-        if self._slave is not None:
-            try:
-                os.close(self._slave)
-            except OSError:
-                pass
-            self._slave = None
+        self._slave_close_for_vanish()
         if self._dev is not None:
             self._dev.close()
             self._dev = None

@@ -59,12 +59,6 @@ def parse_devices(text: str) -> list[AdbDevice]:
     return out
 
 
-def _t95(n: int) -> float:
-    from edgekit.profile import _T95
-
-    return _T95[n - 2] if 2 <= n <= 31 else 1.96
-
-
 class AdbRunner(Runner):
     name = "adb"
     description = "run models with LiteRT on an Android device over adb"
@@ -135,7 +129,7 @@ class AdbRunner(Runner):
             raise UsageError(f"runner {self.name}: profile needs a model", hint="pass the .tflite file to profile")
         from edgekit._version import __version__
         from edgekit.fileio import read_input
-        from edgekit.profile import ProfileResult, energy_estimate, model_facts, roofline
+        from edgekit.profile import ProfileResult, energy_estimate, model_facts, roofline, t95
         from edgekit.runners.benchmark_model import parse
 
         if runs < 1 or warmup < 0 or threads < 1:
@@ -160,7 +154,7 @@ class AdbRunner(Runner):
         n = bench.runs or runs
         mean = s.get("avg", bench.inference_avg_us)
         std = s.get("std")
-        half = _t95(n) * std / math.sqrt(n) if std is not None and n > 1 else None
+        half = t95(n) * std / math.sqrt(n) if std is not None and n > 1 else None
         latency = {"mean": mean, "median": s.get("median"), "p90": None, "p99": None, "min": s.get("min"),
                    "max": s.get("max"), "std": std, "ci95_low": mean - half if half is not None else None,
                    "ci95_high": mean + half if half is not None else None, "n": n}
