@@ -1,5 +1,16 @@
-"""The TFLite converter: float32, int8 (full integer), float16 or dynamic-range models."""
+"""The TFLite converter: float32, int8 (full integer), float16 or dynamic-range models.
+
+``TFLiteConverter.from_keras_model`` writes the model to a temporary SavedModel on every call (and
+imports Keras 3 to ask whether the model is one). edgekit exports a tf_keras model once, with the
+same options, and converts the export: the float baseline and the quantized model share one export,
+and the output is the same model (only the flatbuffer's "converted from" metadata field differs, and
+the strip pass drops it).
+"""
 from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -7,18 +18,44 @@ from edgekit import _tf
 from edgekit.errors import ConversionError
 
 
+def export_for_converter(keras_model, directory: str | Path) -> str | None:
+    """Write ``keras_model`` as the SavedModel that ``from_keras_model`` would have written.
+
+    Returns the folder, or None when the model cannot be saved this way (the converter then takes
+    the Keras model itself and freezes it, as ``from_keras_model`` does after a failed export).
+    """
+    tf = _tf.tf()
+    from tensorflow.python.saved_model import save_options
+
+    try:
+        tf.saved_model.save(keras_model, str(directory), options=save_options.SaveOptions(save_debug_info=True))
+    except Exception:  # noqa: BLE001 - same fallback as the converter's own export
+        shutil.rmtree(directory, ignore_errors=True)
+        return None
+    return str(directory)
+
+
 def to_tflite(*, keras_model=None, saved_model_dir: str | None = None, mode: str = "none",
-              io: str = "int8", calibration: np.ndarray | None = None, qat: bool = False) -> bytes:
-    """Convert a tf_keras model (or a SavedModel folder) to .tflite bytes.
+              io: str = "int8", calibration: np.ndarray | None = None) -> bytes:
+    """Convert a SavedModel folder (preferred, see export_for_converter) or a tf_keras model.
 
     mode: none (float32) | int8 (full integer; ``calibration`` samples required, int8 input/output
     unless io == 'float') | float16 | dynamic (int8 weights, float activations).
     """
+    if saved_model_dir is None and keras_model is not None:
+        with tempfile.TemporaryDirectory(prefix="edgekit-export-") as tmp:
+            exported = export_for_converter(keras_model, Path(tmp) / "model")
+            return _convert(keras_model if exported is None else None, exported, mode, io, calibration)
+    return _convert(None, saved_model_dir, mode, io, calibration)
+
+
+def _convert(keras_model, saved_model_dir: str | None, mode: str, io: str,
+             calibration: np.ndarray | None) -> bytes:
     tf = _tf.tf()
-    if keras_model is not None:
-        conv = tf.lite.TFLiteConverter.from_keras_model(keras_model)
-    elif saved_model_dir is not None:
+    if saved_model_dir is not None:
         conv = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+    elif keras_model is not None:
+        conv = tf.lite.TFLiteConverter.from_keras_model(keras_model)
     else:
         raise ValueError("to_tflite needs keras_model or saved_model_dir")
     if mode == "int8":

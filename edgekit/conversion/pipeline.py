@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,7 +113,7 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
     """
     from edgekit.optimize import tfmot_adapter as mot
     from edgekit.optimize.loading import LoadedModel, load_model
-    from edgekit.conversion.converter import to_tflite
+    from edgekit.conversion.converter import export_for_converter, to_tflite
 
     recipe = (recipe or Recipe()).check()
     warn = warn or (lambda msg: None)
@@ -157,10 +158,27 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
     except Exception:  # noqa: BLE001 - only unavailable on exotic builds
         pass
 
-    # float32 baseline of the input model
-    t0 = time.perf_counter()
-    float_model = to_tflite(keras_model=loaded.keras, saved_model_dir=loaded.saved_model_dir, mode="none")
-    stage("float_baseline", {}, t0, bytes=len(float_model))
+    q = recipe.quantize
+    calib = train.x[:q.calibration_samples] if train is not None else None
+
+    def quantize(keras_model, saved_model_dir) -> bytes:
+        t0 = time.perf_counter()
+        out = to_tflite(keras_model=keras_model, saved_model_dir=saved_model_dir,
+                        mode=q.mode, io=q.io, calibration=calib)
+        stage("quantize", {"mode": q.mode, "io": q.io, "calibration_samples": 0 if calib is None else len(calib)},
+              t0, bytes=len(out))
+        return out
+
+    # float32 baseline of the input model; without training stages the quantized model is converted
+    # from the same SavedModel export
+    final = None
+    with tempfile.TemporaryDirectory(prefix="edgekit-convert-") as scratch:
+        t0 = time.perf_counter()
+        source_dir = loaded.saved_model_dir or export_for_converter(loaded.keras, Path(scratch) / "input")
+        float_model = to_tflite(keras_model=loaded.keras, saved_model_dir=source_dir, mode="none")
+        stage("float_baseline", {}, t0, bytes=len(float_model))
+        if not recipe.trains:
+            final = quantize(loaded.keras, source_dir)
 
     current = loaded.keras
     keras_layers_before = mot.weight_stats(current) if current is not None else []
@@ -194,13 +212,8 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
                                progress=progress)
         stage("qat", rep.settings, t0, history=rep.history)
 
-    t0 = time.perf_counter()
-    q = recipe.quantize
-    calib = train.x[:q.calibration_samples] if train is not None else None
-    final = to_tflite(keras_model=current, saved_model_dir=None if current is not None else loaded.saved_model_dir,
-                      mode=q.mode, io=q.io, calibration=calib, qat=recipe.qat is not None)
-    stage("quantize", {"mode": q.mode, "io": q.io, "calibration_samples": 0 if calib is None else len(calib)},
-          t0, bytes=len(final))
+    if final is None:
+        final = quantize(current, None if current is not None else loaded.saved_model_dir)
 
     if recipe.strip:
         from edgekit.conversion.strip import strip_for_micro

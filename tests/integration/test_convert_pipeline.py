@@ -53,6 +53,43 @@ def test_int8_ptq_artifact(digits_files, tmp_path):
     assert {s["stage"] for s in rep["stages"]} >= {"load", "float_baseline", "quantize", "strip", "evaluate"}
 
 
+def test_ptq_exports_the_model_once_and_converts_it_as_the_converter_would(digits_files, monkeypatch):
+    """The float baseline and the int8 model come from one SavedModel export (the converter's
+    from_keras_model would export twice); the result equals from_keras_model's after the strip pass."""
+    from edgekit import _tf
+    from edgekit.conversion import converter
+    from edgekit.conversion.strip import strip_for_micro
+
+    exports, sources = [], []
+    real_export, real_convert = converter.export_for_converter, converter._convert
+    monkeypatch.setattr(converter, "export_for_converter",
+                        lambda *a, **k: exports.append(a) or real_export(*a, **k))
+    monkeypatch.setattr(converter, "_convert",
+                        lambda keras_model, sm_dir, *a: sources.append(sm_dir) or real_convert(keras_model, sm_dir, *a))
+    res = edgekit.convert(digits_files["model"], digits_files["train"], None, Recipe.from_flags(), None)
+    assert len(exports) == 1 and len(sources) == 2 and sources[0] == sources[1] is not None
+    # the same model the stock converter path gives
+    model = _tf.keras().models.load_model(digits_files["model"], compile=False)
+    calib = np.load(digits_files["train"])["x"][:300].astype("float32")
+    stock = real_convert(model, None, "int8", "int8", calib)        # TFLiteConverter.from_keras_model
+    assert strip_for_micro(stock) == res.model
+
+
+def test_a_model_the_export_refuses_is_converted_from_keras(digits_files, monkeypatch):
+    from edgekit import _tf
+    from edgekit.conversion import converter
+
+    tf = _tf.tf()
+
+    def refuse(*a, **k):
+        raise ValueError("cannot save this model")
+
+    monkeypatch.setattr(tf.saved_model, "save", refuse)
+    res = edgekit.convert(digits_files["model"], digits_files["train"], None, Recipe.from_flags(), None)
+    assert res.model[4:8] == b"TFL3" and res.float_model[4:8] == b"TFL3"
+    assert converter.export_for_converter(_tf.keras().models.load_model(digits_files["model"]), "x") is None
+
+
 def test_prune_cluster_qat_lut_chain_keeps_sparsity_and_clusters(digits_files, tmp_path):
     recipe = Recipe.from_flags(prune=0.5, cluster=8, qat=True, compress="lut3", epochs=3)
     res = edgekit.convert(digits_files["model"], digits_files["train"], digits_files["test"], recipe, None)
