@@ -313,12 +313,12 @@ static void ek_on_upload_chunk(ek_core *core, uint16_t seq, const uint8_t *pl, s
     ek_reply_send(core, seq);
 }
 
+static int ek_load(ek_core *core, const uint8_t *model, uint32_t len, const uint8_t *digest);
+
 static void ek_on_upload_end(ek_core *core, uint16_t seq)
 {
     uint8_t digest[EK_SHA256_DIGEST_BYTES];
-    const ek_runner *r = core->runner;
     const uint8_t *model;
-    uint32_t arena_used = 0;
     if (!core->upload_open) {
         ek_reply_error(core, seq, EK_ERR_BAD_STATE, "UPLOAD_END without UPLOAD_BEGIN");
         return;
@@ -334,25 +334,54 @@ static void ek_on_upload_end(ek_core *core, uint16_t seq)
         ek_reply_error(core, seq, EK_ERR_HASH_MISMATCH, "sha256 of the received bytes differs");
         return;
     }
-    if (r->load_model(r->ctx, model, core->upload_total, &arena_used) != 0 ||
-        r->input_size(r->ctx) > EK_INPUT_MAX || r->output_size(r->ctx) > EK_OUTPUT_MAX) {
-        /* the runtime may have dropped the previous model while trying: none is active now */
-        core->model_active = 0;
-        memset(core->active_sha, 0, sizeof core->active_sha);
+    if (ek_load(core, model, core->upload_total, digest) != 0) {
         ek_reply_error(core, seq, EK_ERR_MODEL_INVALID, "the runtime refused the model");
         return;
     }
-    core->model_active = 1;
     core->active_slot = core->upload_slot;
-    core->active_len = core->upload_total;
-    memcpy(core->active_sha, digest, sizeof digest);
+    ek_reply_begin(core, EK_UPLOAD_DONE);
+    ek_reply_bytes(core, digest, sizeof digest);
+    ek_reply_u32(core, core->arena_used);
+    ek_reply_send(core, seq);
+}
+
+/* Loads `model` (hash `digest`) into the runner and makes it the active model. Non-zero: refused,
+ * and no model is active (the runtime may have dropped the previous one while trying). */
+static int ek_load(ek_core *core, const uint8_t *model, uint32_t len, const uint8_t *digest)
+{
+    const ek_runner *r = core->runner;
+    uint32_t arena_used = 0;
+    if (r->load_model(r->ctx, model, len, &arena_used) != 0) {
+        core->model_active = 0;
+        memset(core->active_sha, 0, sizeof core->active_sha);
+        return EK_ERR_MODEL_INVALID;
+    }
+    if (r->input_size(r->ctx) > EK_INPUT_MAX || r->output_size(r->ctx) > EK_OUTPUT_MAX) {
+        core->model_active = 0;
+        memset(core->active_sha, 0, sizeof core->active_sha);
+        return EK_ERR_TOO_LARGE;
+    }
+    core->model_active = 1;
+    core->active_len = len;
+    memcpy(core->active_sha, digest, EK_SHA256_DIGEST_BYTES);
     core->arena_used = arena_used;
     core->have_output = 0;
     memset(core->input, 0, sizeof core->input);
-    ek_reply_begin(core, EK_UPLOAD_DONE);
-    ek_reply_bytes(core, digest, sizeof digest);
-    ek_reply_u32(core, arena_used);
-    ek_reply_send(core, seq);
+    return 0;
+}
+
+int ek_activate_model(ek_core *core, const uint8_t *model, uint32_t len)
+{
+    uint8_t digest[EK_SHA256_DIGEST_BYTES];
+    if (model == NULL || len == 0u) {
+        core->model_active = 0;
+        memset(core->active_sha, 0, sizeof core->active_sha);
+        return EK_ERR_MODEL_INVALID;
+    }
+    ek_sha256(model, len, digest);
+    /* the model is outside both slots: the next upload may take either, take slot 0 */
+    core->active_slot = EK_MODEL_SLOTS - 1;
+    return ek_load(core, model, len, digest);
 }
 
 /* ---- tensors and invoke ----------------------------------------------------------------------- */

@@ -206,6 +206,13 @@ typedef struct ek_core {
 
 /* Clears all state (no active model). Does not send anything. */
 void ek_init(ek_core *core, const ek_platform *platform, const ek_runner *runner);
+/* Activates a model the firmware already holds (one compiled into flash, say), as UPLOAD_END
+ * activates an uploaded one: the runner loads it, and HELLO then reports its length and SHA-256,
+ * so that the host can confirm what was flashed. `model` must stay valid and unchanged while it is
+ * active (until an upload replaces it). Call after ek_init() and before ek_send_boot_hello().
+ * Returns 0, EK_ERR_TOO_LARGE (input or output beyond EK_INPUT_MAX / EK_OUTPUT_MAX), or
+ * EK_ERR_MODEL_INVALID (the runner refused it); on an error no model is active. */
+int ek_activate_model(ek_core *core, const uint8_t *model, uint32_t len);
 /* Sends the unsolicited boot HELLO (seq 0). Call once after ek_init(). */
 void ek_send_boot_hello(ek_core *core);
 /* Feeds received bytes; complete frames are handled (and answered) before these return. */

@@ -444,6 +444,49 @@ def test_reset_sends_a_new_boot_hello(dev):
     assert not hello.has_model                   # a reboot forgets the uploaded model
 
 
+def test_builtin_model_is_active_at_boot_and_after_reset(host_binary, tmp_path):
+    """ek_activate_model(): a model compiled into the firmware (the sketches' model_data.cc; here a
+    file given to the host build) is active from boot, HELLO reports its hash, uploads replace it."""
+    rng = random.Random(7)
+    builtin = bytes(rng.getrandbits(8) for _ in range(5000))
+    path = tmp_path / "builtin.bin"
+    path.write_bytes(builtin)
+    d = PipeDevice(host_binary, "--builtin", str(path))
+    boot = fr.Hello.unpack(d.recv().payload)
+    assert boot.has_model and boot.model_len == len(builtin)
+    assert boot.model_sha256 == hashlib.sha256(builtin).digest()
+    assert fr.Log.unpack(d.recv().payload).text == "c-host ready"
+    inp = bytes(range(64))
+    res = fr.InvokeResult.unpack(d.request(MsgType.INVOKE, inp).payload)
+    assert res.output == transform(builtin, inp, 10)
+    uploaded = bytes(rng.getrandbits(8) for _ in range(3000))
+    assert d.upload(uploaded).type == MsgType.UPLOAD_DONE
+    assert d.hello().model_sha256 == hashlib.sha256(uploaded).digest()
+    res = fr.InvokeResult.unpack(d.request(MsgType.INVOKE, inp).payload)
+    assert res.output == transform(uploaded, inp, 10)
+    assert d.request(MsgType.RESET).type == MsgType.ACK
+    again = fr.Hello.unpack(d.recv().payload)      # the reboot brings the built-in model back
+    assert again.model_sha256 == hashlib.sha256(builtin).digest()
+    d.close()
+
+
+def test_builtin_model_the_runner_refuses_leaves_no_model_and_says_so(host_binary, tmp_path):
+    path = tmp_path / "bad.bin"
+    path.write_bytes(ekt1(0, 4))                 # the test runner refuses zero-sized inputs
+    d = PipeDevice(host_binary, "--builtin", str(path))
+    assert not fr.Hello.unpack(d.recv().payload).has_model
+    log = fr.Log.unpack(d.recv().payload)
+    assert log.level == 3 and "built-in model did not load" in log.text
+    assert fr.Log.unpack(d.recv().payload).text == "c-host ready"
+    d.expect_error(MsgType.INVOKE, b"", ErrCode.NO_MODEL)
+    big = tmp_path / "big.bin"
+    big.write_bytes(ekt1(8, 4 + IO_MAX))         # output beyond the device's output buffer
+    d2 = PipeDevice(host_binary, "--builtin", str(big))
+    assert not fr.Hello.unpack(d2.recv().payload).has_model
+    d.close()
+    d2.close()
+
+
 def test_reset_unsupported_without_capability(host_binary):
     d = PipeDevice(host_binary, "--no-reset")
     hello = fr.Hello.unpack(d.recv().payload)

@@ -217,18 +217,7 @@ extern "C" void ek_tflm_runner_init(ek_runner *runner, uint64_t (*time_ns)(void 
 
 extern "C" int ek_tflm_activate_builtin_model(ek_core *core)
 {
-    // The core activates models it received over the link (UPLOAD_END). A model built into the
-    // firmware is activated here the same way: loaded by the runner, then recorded with its
-    // length and SHA-256 so that HELLO reports it and the host can confirm what was flashed.
-    uint32_t arena_used = 0;
-    const int status = core->runner->load_model(core->runner->ctx, g_model_model_data,
-                                                g_model_model_data_len, &arena_used);
-    if (status != 0 || input_size(nullptr) > EK_INPUT_MAX || output_size(nullptr) > EK_OUTPUT_MAX) {
-        return status != 0 ? status : 4;
-    }
-    ek_sha256(g_model_model_data, g_model_model_data_len, core->active_sha);
-    core->active_len = g_model_model_data_len;
-    core->arena_used = arena_used;
-    core->model_active = 1;
-    return 0;
+    // The same activation as a finished upload (load, size checks, SHA-256 for HELLO), through
+    // the core's API: the host confirms what was flashed by the hash HELLO reports.
+    return ek_activate_model(core, g_model_model_data, g_model_model_data_len);
 }

@@ -15,8 +15,8 @@ extern "C" {
 // NULL leaves the per-op hooks out.
 void ek_tflm_runner_init(ek_runner *runner, uint64_t (*time_ns)(void *ctx), void *time_ctx);
 
-// Loads the built-in model (model_data.cc) and makes it the core's active model, so that HELLO
-// reports its length and SHA-256. Call after ek_init(). Returns 0 on success.
+// Activates the built-in model (model_data.cc) with ek_activate_model(), so that HELLO reports
+// its length and SHA-256. Call after ek_init(). Returns 0 on success, else an ek_error_code.
 int ek_tflm_activate_builtin_model(ek_core *core);
 
 #ifdef __cplusplus

@@ -37,6 +37,39 @@ typedef struct host_link {
 } host_link;
 
 static ek_core g_core;
+/* --builtin FILE: a model "compiled into the firmware", activated at every boot (ek_activate_model) */
+static uint8_t g_builtin[EK_MODEL_MAX];
+static uint32_t g_builtin_len;
+
+static void host_boot(ek_core *core, const ek_platform *platform, const ek_runner *runner)
+{
+    ek_init(core, platform, runner);
+    if (g_builtin_len > 0u && ek_activate_model(core, g_builtin, g_builtin_len) != 0) {
+        ek_send_boot_hello(core);
+        ek_log(core, EK_LOG_ERROR, "the built-in model did not load");
+        return;
+    }
+    ek_send_boot_hello(core);
+}
+
+static int host_read_builtin(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    size_t n;
+    if (f == NULL) {
+        perror("ek_host_main: cannot open the built-in model");
+        return -1;
+    }
+    n = fread(g_builtin, 1, sizeof g_builtin, f);
+    if (fgetc(f) != EOF) {
+        fprintf(stderr, "ek_host_main: the built-in model is larger than EK_MODEL_MAX\n");
+        fclose(f);
+        return -1;
+    }
+    fclose(f);
+    g_builtin_len = (uint32_t)n;
+    return 0;
+}
 
 static void host_sleep_ms(long ms)
 {
@@ -135,7 +168,7 @@ static int host_pty_client_open(int master_fd)
 static int usage(void)
 {
     fprintf(stderr, "usage: ek_host_main [--pty | TTY_PATH] [--board-id ID] [--nonce N] "
-                    "[--no-reset] [--wait-open SECONDS]\n");
+                    "[--no-reset] [--wait-open SECONDS] [--builtin MODEL_FILE]\n");
     return 2;
 }
 
@@ -164,6 +197,10 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "--nonce") == 0 && i + 1 < argc) {
             nonce = strtoul(argv[++i], NULL, 0);
             have_nonce = 1;
+        } else if (strcmp(argv[i], "--builtin") == 0 && i + 1 < argc) {
+            if (host_read_builtin(argv[++i]) != 0) {
+                return 2;
+            }
         } else if (strcmp(argv[i], "--wait-open") == 0 && i + 1 < argc) {
             wait_open_s = strtol(argv[++i], NULL, 0);
         } else if (argv[i][0] == '-') {
@@ -224,8 +261,7 @@ int main(int argc, char **argv)
     platform.firmware_version = "edgekit-c-host 1";
     ek_test_runner_init(&runner, &runner_state, EK_INPUT_MAX + EK_OUTPUT_MAX, host_time_ns, NULL);
 
-    ek_init(&g_core, &platform, &runner);
-    ek_send_boot_hello(&g_core);
+    host_boot(&g_core, &platform, &runner);
     ek_log(&g_core, EK_LOG_INFO, "c-host ready");
 
     for (;;) {
@@ -260,8 +296,7 @@ int main(int argc, char **argv)
                 do {
                     platform.boot_nonce = host_random_u32();
                 } while (platform.boot_nonce == old);
-                ek_init(&g_core, &platform, &runner);
-                ek_send_boot_hello(&g_core);
+                host_boot(&g_core, &platform, &runner);
                 break;   /* bytes after the RESET are lost, as on a rebooting board */
             }
         }
