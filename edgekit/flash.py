@@ -157,11 +157,17 @@ def flash(model, board, *, port: str | None = None, out_dir: str | os.PathLike |
           dry_run: bool = False, force: bool = False, runner_options: dict | None = None,
           interactive: bool = False, choose_port: Callable | None = None, log: LogFn | None = None,
           confirm: bool = True, board_folder: str | os.PathLike | None = None, tool=None,
-          hello_timeout_s: float = 10.0) -> FlashResult:
+          hello_timeout_s: float = 10.0, dest: str = "models", service: bool = False,
+          service_port: int | None = None, service_bind: str = "127.0.0.1", threads: int = 1) -> FlashResult:
     """Put ``model`` (a .tflite or an artifact folder) on ``board`` (id, alias or Board).
 
     ``log`` receives every command (``$ ...``) and step (``# ...``). ``tool`` replaces the
     external-program seam (tests). Returns a FlashResult; raises an EdgekitError on any failure.
+
+    Linux boards (runner ``ssh``; ``runner_options={"host": ...}``) have no firmware: the model is
+    copied into ``dest`` and its SHA-256 checked on the board; ``service`` also runs it as a systemd
+    user service on ``service_bind:service_port`` (HTTP, the agent's ``serve``) and confirms it
+    through the service's /health.
     """
     from edgekit import ports as _ports
     from edgekit.boards import Board, load_board
@@ -184,13 +190,32 @@ def flash(model, board, *, port: str | None = None, out_dir: str | os.PathLike |
 
         raise UsageError(f"board {board.id} is not flashed: its runner {runner_cls.name} takes models "
                          "at run time", hint=f"run it there directly: `edgekit profile MODEL --board {board.id}`")
-    runner_cls.check(["build", "flash"], port="-", board_id=board.id)   # capabilities first
+    installs = not runner_cls.capabilities.build      # a Linux board: the model file is the firmware
+    runner_cls.check(["flash"] if installs else ["build", "flash"], port="-", board_id=board.id)
     model_path = locate_model(model)
     data = read_input(model_path, "model")
     digest = sha256(data)
     fit = check_fit(data, board, force=force)
     for problem in fit.problems:
         _log(f"# --force: going ahead although {problem}")
+    if installs:
+        runner = runner_cls(board, dry_run=dry_run, log=_log, options=runner_options, tool=tool)
+        extra = {} if service_port is None else {"service_port": service_port}
+        done = runner.run("flash", model_path=model_path, dest=dest, service=service, service_bind=service_bind,
+                          threads=threads, **extra)
+        svc = done.get("service") or {}
+        if dry_run:
+            confirmed, note = None, "confirmation pending: dry run, nothing was installed"
+        elif service and svc.get("started"):
+            confirmed, note = True, (f"confirmed: {svc.get('name')} on {done['host']} serves model sha256 "
+                                     f"{digest[:16]}... at {svc.get('url')}")
+        else:
+            confirmed, note = True, f"confirmed: {done['host']}:{done['remote_path']} has sha256 {digest[:16]}..."
+        artifacts = {"host": done["host"], "path": done["remote_path"]}
+        artifacts.update({f"service_{k}": str(v) for k, v in svc.items() if k != "started"})
+        return FlashResult(board=board.id, runner=runner_cls.name, port=None, model_sha256=digest, fit=fit,
+                           project_dir=None, artifacts=artifacts, commands=commands, dry_run=dry_run,
+                           confirmed=confirmed, confirmation=note)
 
     # The port, chosen before any work starts.
     strategy = strategy_for(board)

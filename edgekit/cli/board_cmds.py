@@ -141,6 +141,13 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
         host: Optional[str] = typer.Option(None, "--host", help="ssh boards (Raspberry Pi): [user@]host."),
         dest: str = typer.Option("models", "--dest", help="ssh boards: folder on the board for the model."),
+        service: bool = typer.Option(False, "--service",
+                                     help="ssh boards: also serve the model over HTTP as a systemd user service."),
+        service_port: int = typer.Option(8577, "--service-port", help="ssh boards: the service's TCP port."),
+        service_bind: str = typer.Option("127.0.0.1", "--service-bind",
+                                         help="ssh boards: address the service listens on (0.0.0.0: all; "
+                                              "it has no authentication)."),
+        threads: int = typer.Option(1, "--threads", help="ssh boards: LiteRT CPU threads of the service."),
     ) -> None:
         """Check the fit, render, build and upload the firmware, then confirm the board runs the model."""
         from edgekit.cli.output import Output
@@ -168,21 +175,12 @@ def register(app: typer.Typer) -> None:
             else:
                 out.info(f"[dim]{line}[/dim]" if line.startswith("#") else line)
 
-        from edgekit.boards import load_board
-
-        board_info = load_board(board)
-        if board_info.runner == "ssh":      # a Linux board: nothing to build, the model is copied
-            from edgekit.runners import get_runner
-
-            opts = {**_parse_runner_opts(runner_opt), **({"host": host} if host else {})}
-            src = model / "model.tflite" if model.is_dir() else model
-            ssh = get_runner("ssh")(board_info, dry_run=dry_run, log=log, options=opts)
-            out.result(ssh.install(src, dest=dest))
-            return
+        opts = {**_parse_runner_opts(runner_opt), **({"host": host} if host else {})}
         try:
             result = run_flash(model, board, port=port, out_dir=out_dir, dry_run=dry_run, force=force,
-                               runner_options=_parse_runner_opts(runner_opt), interactive=interactive,
-                               choose_port=choose, log=log, confirm=not no_confirm)
+                               runner_options=opts, interactive=interactive,
+                               choose_port=choose, log=log, confirm=not no_confirm, dest=dest, service=service,
+                               service_port=service_port, service_bind=service_bind, threads=threads)
         except ToolFailed as e:
             tail = e.context.get("output_tail")
             if tail and not json_out:
@@ -197,6 +195,8 @@ def register(app: typer.Typer) -> None:
                             f"RAM {ram} bytes (arena {fit['arena_source']})")
             if r["dry_run"]:
                 o.console.print("dry run: nothing was built or flashed")
+            elif r["project_dir"] is None:        # a Linux board: the model was installed
+                o.console.print(f"installed on {r['artifacts']['host']}: {r['artifacts']['path']}")
             else:
                 o.console.print(f"flashed {r['board']} on {r['port'] or '(no serial port)'}")
             o.console.print(r["confirmation"])

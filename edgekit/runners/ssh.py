@@ -32,6 +32,7 @@ REMOTE_PYTHON_ENV = "EDGEKIT_REMOTE_PYTHON"
 REMOTE_DIR_ENV = "EDGEKIT_REMOTE_DIR"        # folder on the board instead of ~/.cache/edgekit
 _SAFE_REMOTE = re.compile(r"[A-Za-z0-9._/-]+")
 SSH_FAILED = 255                       # ssh's own exit code for connection / auth failures
+DEFAULT_SERVICE_PORT = 8577            # the agent's `serve` port (firmware_templates/rpi/edgekit_agent.py)
 
 
 def agent_path() -> Path:
@@ -66,7 +67,7 @@ def _link_error(e: ToolFailed, host: str) -> EdgekitError:
 class SshRunner(Runner):
     name = "ssh"
     description = "run models with LiteRT on a Linux board (Raspberry Pi) over SSH"
-    capabilities = Capabilities(run=True, profile=True, model_upload=True, tools=("ssh",))
+    capabilities = Capabilities(flash=True, run=True, profile=True, model_upload=True, tools=("ssh", "scp"))
 
     @classmethod
     def options_spec(cls):
@@ -192,7 +193,8 @@ class SshRunner(Runner):
         if not answer.get("ok"):
             kind = answer.get("error")
             cls = {"runtime_missing": RuntimeMissing, "model_unreadable": InputFileError,
-                   "runtime_failed": NativeCrash, "usage": UsageError}.get(kind, DeviceError)
+                   "runtime_failed": NativeCrash, "usage": UsageError,
+                   "unit_unwritable": OutputError}.get(kind, DeviceError)
             raise cls(f"{self.host}: {answer.get('message')}", hint=answer.get("hint"))
         return answer
 
@@ -246,10 +248,36 @@ class SshRunner(Runner):
     def do_run(self, model_path=None, **kw):
         return self.do_profile(model_path, **kw)
 
+    def do_flash(self, model_path=None, dest: str = "models", service: bool = False,
+                 service_port: int = DEFAULT_SERVICE_PORT, service_bind: str = "127.0.0.1", threads: int = 1,
+                 xnnpack: bool = True, **_ignored) -> dict:
+        """Install the model into ``dest`` on the board and check its SHA-256 there; with ``service``,
+        also install and start a systemd user unit that serves it over HTTP (the agent's ``serve``)
+        and wait until the service answers with that SHA-256."""
+        result = self.install(model_path, dest=dest)
+        agent = f"{self.remote_dir}/{AGENT_NAME}"
+        check = self.run_agent(shlex.join([self.remote_python(), agent, "hash", result["path"]]))
+        if not self.dry_run and check.get("sha256") != result["sha256"]:
+            raise DeviceError(f"{self.host}: the installed {result['path']} has sha256 "
+                              f"{str(check.get('sha256'))[:16]}..., not {result['sha256'][:16]}...",
+                              hint="the copy was damaged; flash again and check the board's disk")
+        result["verified"] = not self.dry_run
+        result["remote_path"] = check.get("path", result["path"])
+        if service:
+            if not 1 <= int(service_port) <= 65535:
+                raise UsageError(f"--service-port {service_port} is not a TCP port (1..65535)")
+            argv = [self.remote_python(), agent, "install-service", result["path"], "--port", str(int(service_port)),
+                    "--bind", service_bind, "--threads", str(int(threads))]
+            if not xnnpack:
+                argv.append("--no-xnnpack")
+            answer = self.run_agent(shlex.join(argv))
+            result["service"] = {k: answer.get(k) for k in ("name", "unit", "url", "started")} if answer else None
+        return result
+
     def install(self, model_path, dest: str = "models") -> dict:
         """Install the model into ``dest`` on the board (relative paths are under the remote home).
 
-        Not ``flash``: the declared capabilities of the ssh runner do not include flash yet.
+        ``flash`` (do_flash) is this plus a hash check on the board and, optionally, the service.
         """
         from edgekit.fileio import read_input, sha256
 

@@ -57,7 +57,8 @@ class Pi:
             f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.host_key}\nPidFile {root}/sshd.pid\n"
             f"AuthorizedKeysFile {root}/authorized_keys\nStrictModes no\nUsePAM no\n"
             "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-            "Subsystem sftp internal-sftp\nLogLevel ERROR\n")
+            "Subsystem sftp internal-sftp\nLogLevel ERROR\n"
+            f"SetEnv XDG_CONFIG_HOME={root}/xdg\n")          # where systemd user units go
         self.config = self.ssh_config(root / "known_hosts")
         self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(root / "sshd_config")],
                                      stdout=subprocess.DEVNULL, stderr=open(root / "sshd.log", "wb"))
@@ -282,4 +283,32 @@ def test_cli_flash_installs_on_the_pi(pi, model_file, tmp_path):
                           capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     d = json.loads(proc.stdout)
-    assert Path(d["path"]).read_bytes() == model_file.read_bytes() and d["path"] == str(dest / model_file.name)
+    path = d["artifacts"]["path"]
+    assert Path(path).read_bytes() == model_file.read_bytes() and path == str(dest / model_file.name)
+    # the agent hashed the installed file on the board
+    assert d["confirmed"] is True and d["model_sha256"][:16] in d["confirmation"] and path in d["confirmation"]
+    assert d["runner"] == "ssh" and d["fit"]["fits"] is True
+
+
+def test_flash_service_without_a_systemd_user_manager(pi, model_file, tmp_path):
+    """No systemd user manager runs on this machine (and maybe no systemctl): flash --service installs
+    the model and the unit, then stops with one line that says so and how to get one."""
+    dest = tmp_path / "svc models"
+    env = dict(os.environ, EDGEKIT_SSH_CONFIG=str(pi.config), EDGEKIT_REMOTE_DIR=str(pi.root / "cli-remote"),
+               EDGEKIT_REMOTE_PYTHON=sys.executable)
+    proc = subprocess.run([sys.executable, "-m", "edgekit", "flash", str(model_file), "--board", "rpi5",
+                           "--host", "edgekit-test-pi", "--dest", str(dest), "--service", "--service-port", "9123"],
+                          capture_output=True, text=True, timeout=180, env=env, cwd=REPO)
+    assert proc.returncode == 9, proc.stderr
+    # stderr: the commands it ran ($ ...), then one error line and its hint
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("edgekit:")]
+    assert "Traceback" not in proc.stderr and len(errors) == 1
+    assert errors[0].startswith("edgekit: error: edgekit-test-pi: ") and "the unit is written to" in errors[0]
+    units = list((tmp_path / "xdg" / "systemd" / "user").glob("edgekit-*.service"))
+    assert len(units) == 1 and str(units[0]) in errors[0]
+    from systemd_exec import unit_exec_start
+
+    argv = unit_exec_start(units[0].read_text())
+    assert argv[2:] == ["serve", str(dest / model_file.name), "--bind", "127.0.0.1", "--port", "9123",
+                        "--threads", "1"]
+    assert (dest / model_file.name).read_bytes() == model_file.read_bytes()

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 import yaml
@@ -91,6 +92,35 @@ def test_dry_run_exact_commands(models, recorded, tmp_path, board_id):
     assert not project.exists(), "a dry run must not render or build anything"
     assert result.dry_run and result.confirmed is None and "pending" in result.confirmation
     assert result.fit.fits and result.model_sha256 == hashlib.sha256(models["int8"].read_bytes()).hexdigest()
+
+
+def test_dry_run_on_a_pi_lists_the_exact_ssh_commands(models, recorded, tmp_path):
+    """A Linux board has no firmware: flash copies the model (temporary name, then rename), checks its
+    SHA-256 on the board with the agent and, with service=True, installs the systemd user service."""
+    model = tmp_path / "it's a; model.tflite"
+    model.write_bytes(models["int8"].read_bytes())
+    result = flash(model, "rpi5", dry_run=True, runner_options={"host": "pi@raspberrypi.local"},
+                   dest="my models", service=True, service_port=9000, threads=2)
+    sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    ssh = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "--", "pi@raspberrypi.local"]
+    scp = ["scp", "-q", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "--"]
+    staged = f".cache/edgekit/model-{sha[:16]}.tflite"
+    target = "'my models/it'\"'\"'s a; model.tflite'"
+    assert [argv for argv, _ in recorded] == [
+        [*ssh, "mkdir -p -- .cache/edgekit"],
+        [*scp, str(Path(__file__).resolve().parents[2] / "firmware_templates" / "rpi" / "edgekit_agent.py"),
+         "pi@raspberrypi.local:.cache/edgekit/edgekit_agent.py"],
+        [*scp, str(model.resolve()), f"pi@raspberrypi.local:{staged}"],
+        [*ssh, f"mkdir -p -- 'my models' && cp -- {staged} 'my models/it'\"'\"'s a; model.tflite.edgekit-tmp' && "
+               f"mv -f -- 'my models/it'\"'\"'s a; model.tflite.edgekit-tmp' {target} || "
+               f"{{ rm -f -- 'my models/it'\"'\"'s a; model.tflite.edgekit-tmp'; exit 1; }}"],
+        [*ssh, f"python3 .cache/edgekit/edgekit_agent.py hash {target}"],
+        [*ssh, f"python3 .cache/edgekit/edgekit_agent.py install-service {target} --port 9000 --bind 127.0.0.1 "
+               "--threads 2"],
+    ]
+    assert all(dry for _, dry in recorded)
+    assert result.runner == "ssh" and result.project_dir is None and result.dry_run
+    assert result.confirmed is None and result.model_sha256 == sha
 
 
 def test_dry_run_cli_prints_the_commands(models, recorded, tmp_path):
@@ -199,8 +229,8 @@ def test_unknown_board(models):
 
 
 def test_board_that_is_not_flashed(models, recorded):
-    with pytest.raises(UsageError, match=r"board rpi4 is not flashed: its runner ssh takes models at run time"):
-        flash(models["int8"], "rpi4", dry_run=True)
+    with pytest.raises(UsageError, match=r"board android is not flashed: its runner adb takes models at run time"):
+        flash(models["int8"], "android", dry_run=True)
     with pytest.raises(UsageError, match=r"board virtual is not flashed"):
         flash(models["int8"], "virtual", dry_run=True)
     assert recorded == []

@@ -57,9 +57,9 @@ def test_serial_runners_declare_build_and_flash():
 # -- the base class refuses before anything runs ----------------------------------------------------
 def test_runner_refuses_what_it_cannot_do_before_running_anything():
     rec = Recorder()
-    ssh = get_runner("ssh")(load_board("rpi4"), tool=rec)
-    with pytest.raises(UsageError, match=r"runner ssh \(board rpi4\) cannot flash") as err:
-        ssh.run("flash", build=None, port="/dev/null")
+    adb = get_runner("adb")(load_board("android"), tool=rec)
+    with pytest.raises(UsageError, match=r"runner adb \(board android\) cannot flash") as err:
+        adb.run("flash", build=None, port="/dev/null")
     assert "run, profile" in err.value.hint
     assert rec.calls == []
 
