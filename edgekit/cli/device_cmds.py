@@ -149,7 +149,8 @@ def register(app: typer.Typer) -> None:
         xnnpack: bool = typer.Option(True, "--xnnpack/--no-xnnpack", help="ssh/adb boards: XNNPACK delegate."),
         device: Optional[str] = typer.Option(None, "--device", help="adb boards: device serial (adb -s)."),
         benchmark_binary: Optional[Path] = typer.Option(None, "--benchmark-binary",
-                                                        help="adb boards: LiteRT benchmark_model for the device."),
+                                                        help="adb boards: LiteRT benchmark_model for the device; ssh "
+                                                             "boards: use it (per-op times) instead of the agent."),
     ) -> None:
         """Measure a model on a board: latency stats, arena, roofline, energy estimate."""
         from edgekit.cli.output import dumps
@@ -163,8 +164,9 @@ def register(app: typer.Typer) -> None:
         if board_info.runner in ("ssh", "adb"):     # LiteRT on a Linux board or a phone
             from edgekit.runners import get_runner
 
-            opts = ({"host": host, "remote_python": remote_python} if board_info.runner == "ssh" else
-                    {"serial": device, "benchmark_binary": str(benchmark_binary) if benchmark_binary else None})
+            bench = str(benchmark_binary) if benchmark_binary else None
+            opts = ({"host": host, "remote_python": remote_python, "benchmark_binary": bench}
+                    if board_info.runner == "ssh" else {"serial": device, "benchmark_binary": bench})
             runner = get_runner(board_info.runner)(board_info, options={k: v for k, v in opts.items() if v})
             result = runner.run("profile", model_path=model, runs=runs, warmup=warmup, threads=threads,
                                 xnnpack=xnnpack)

@@ -14,7 +14,6 @@ footprint estimate in MB, not an arena.
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,9 +117,10 @@ class AdbRunner(Runner):
 
     @staticmethod
     def benchmark_command(remote_model: str, *, runs: int, warmup: int, threads: int, xnnpack: bool) -> str:
-        return shlex.join([f"{DEVICE_DIR}/{BENCHMARK_NAME}", f"--graph={remote_model}", f"--num_runs={runs}",
-                           f"--warmup_runs={warmup}", f"--num_threads={threads}",
-                           f"--use_xnnpack={'true' if xnnpack else 'false'}", "--enable_op_profiling=true"])
+        from edgekit.runners.benchmark_model import command_args
+
+        return shlex.join([f"{DEVICE_DIR}/{BENCHMARK_NAME}",
+                           *command_args(remote_model, runs=runs, warmup=warmup, threads=threads, xnnpack=xnnpack)])
 
     # -- commands -----------------------------------------------------------------------------------
     def do_profile(self, model_path=None, runs: int = 50, warmup: int = 5, threads: int = 1, xnnpack: bool = True,
@@ -129,8 +129,8 @@ class AdbRunner(Runner):
             raise UsageError(f"runner {self.name}: profile needs a model", hint="pass the .tflite file to profile")
         from edgekit._version import __version__
         from edgekit.fileio import read_input
-        from edgekit.profile import ProfileResult, energy_estimate, model_facts, roofline, t95
-        from edgekit.runners.benchmark_model import parse
+        from edgekit.profile import ProfileResult, energy_estimate, model_facts, roofline
+        from edgekit.runners.benchmark_model import parse, profile_parts
 
         if runs < 1 or warmup < 0 or threads < 1:
             raise UsageError(f"runs and threads must be >= 1 and warmup >= 0, got {runs}, {warmup}, {threads}")
@@ -148,21 +148,9 @@ class AdbRunner(Runner):
                                                                    threads=threads, xnnpack=xnnpack))
         if self.dry_run:
             return None
-        bench = parse(result.output, expect_ops=True)
+        parts = profile_parts(parse(result.output, expect_ops=True), runs)
         b = self.board
-        s = bench.stats_us
-        n = bench.runs or runs
-        mean = s.get("avg", bench.inference_avg_us)
-        std = s.get("std")
-        half = t95(n) * std / math.sqrt(n) if std is not None and n > 1 else None
-        latency = {"mean": mean, "median": s.get("median"), "p90": None, "p99": None, "min": s.get("min"),
-                   "max": s.get("max"), "std": std, "ci95_low": mean - half if half is not None else None,
-                   "ci95_high": mean + half if half is not None else None, "n": n}
-        per_op = None
-        if bench.per_op:
-            per_op = [{"name": op["name"], "type": op["type"], "count": op["times_called"],
-                       "mean_us": op["avg_ms"] * 1000.0, "total_us": op["avg_ms"] * 1000.0 * n,
-                       "share": op["percent"] / 100.0} for op in bench.per_op]
+        mean = parts["latency_us"]["mean"]
         return ProfileResult(
             model={"path": str(path), "sha256": facts.sha256, "size_bytes": facts.size_bytes,
                    "macs": facts.macs, "inputs": facts.inputs, "outputs": facts.outputs},
@@ -170,15 +158,11 @@ class AdbRunner(Runner):
                    "active_power_mw": b.active_power_mw, "peak_int8_macs_per_cycle": b.peak_int8_macs_per_cycle,
                    "notes": getattr(b, "notes", None) or None},
             device={"firmware_version": "LiteRT benchmark_model", "serial": serial, "threads": threads,
-                    "xnnpack": xnnpack, "init_us": bench.init_us, "first_inference_us": bench.first_inference_us,
-                    "warmup_avg_us": bench.warmup_avg_us, "nodes_executed": bench.nodes_executed,
-                    "unavailable": ["latency_samples_us", "latency_us.p90", "latency_us.p99"]
-                    + ([] if "median" in s else ["latency_us.median"])},
-            runs=n, warmup=warmup, latency_us=latency, latency_samples_us=[], cycles=None,
-            per_op=per_op, per_op_note=None if per_op else "benchmark_model printed no per-op table",
+                    "xnnpack": xnnpack, **parts["device"], "unavailable": parts["unavailable"]},
+            runs=parts["runs"], warmup=warmup, latency_us=parts["latency_us"], latency_samples_us=[], cycles=None,
+            per_op=parts["per_op"], per_op_note=parts["per_op_note"],
             memory={"arena_used_bytes": None, "arena_bytes": None, "model_bytes": facts.size_bytes,
-                    "tool_init_mb": bench.memory_init_mb, "tool_overall_mb": bench.memory_overall_mb,
-                    "tool_peak_mb": bench.memory_peak_mb},
+                    **parts["memory"]},
             roofline=roofline(facts.macs, mean, b.clock_hz, b.peak_int8_macs_per_cycle),
             energy=energy_estimate(b, mean),
             upload=None, runner="adb",

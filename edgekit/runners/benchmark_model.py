@@ -138,3 +138,41 @@ def parse(text: str, *, expect_ops: bool = False) -> BenchmarkOutput:
                                    hint="the output was truncated, or the binary ignores "
                                         "--enable_op_profiling (an unknown version)")
     return out
+
+
+def profile_parts(bench: BenchmarkOutput, runs: int) -> dict[str, Any]:
+    """The parts of a profile document (edgekit.profile/1) that benchmark_model's output gives:
+    ``latency_us`` (no p90/p99: the tool does not print them), ``per_op``, ``memory`` (the tool's own
+    MB figures), ``unavailable`` (fields left empty) and ``runs``; shared by the adb and ssh runners."""
+    import math
+
+    from edgekit.profile import t95
+
+    s = bench.stats_us
+    n = bench.runs or runs
+    mean = s.get("avg", bench.inference_avg_us)
+    std = s.get("std")
+    half = t95(n) * std / math.sqrt(n) if std is not None and n > 1 else None
+    latency = {"mean": mean, "median": s.get("median"), "p90": None, "p99": None, "min": s.get("min"),
+               "max": s.get("max"), "std": std, "ci95_low": mean - half if half is not None else None,
+               "ci95_high": mean + half if half is not None else None, "n": n}
+    per_op = None
+    if bench.per_op:
+        per_op = [{"name": op["name"], "type": op["type"], "count": op["times_called"],
+                   "mean_us": op["avg_ms"] * 1000.0, "total_us": op["avg_ms"] * 1000.0 * n,
+                   "share": op["percent"] / 100.0} for op in bench.per_op]
+    return {"runs": n, "latency_us": latency, "per_op": per_op,
+            "per_op_note": None if per_op else "benchmark_model printed no per-op table",
+            "memory": {"tool_init_mb": bench.memory_init_mb, "tool_overall_mb": bench.memory_overall_mb,
+                       "tool_peak_mb": bench.memory_peak_mb},
+            "device": {"init_us": bench.init_us, "first_inference_us": bench.first_inference_us,
+                       "warmup_avg_us": bench.warmup_avg_us, "nodes_executed": bench.nodes_executed},
+            "unavailable": ["latency_samples_us", "latency_us.p90", "latency_us.p99"]
+            + ([] if "median" in s else ["latency_us.median"])}
+
+
+def command_args(model: str, *, runs: int, warmup: int, threads: int, xnnpack: bool) -> list[str]:
+    """benchmark_model's flags for one profile (after the binary's path)."""
+    return [f"--graph={model}", f"--num_runs={runs}", f"--warmup_runs={warmup}", f"--num_threads={threads}",
+            f"--use_xnnpack={'true' if xnnpack else 'false'}", "--enable_op_profiling=true"]
+

@@ -10,6 +10,9 @@ The model is copied to ``~/.cache/edgekit/model-<sha256>.tflite`` on the board (
 makes, so no user-chosen character reaches the remote side unquoted) together with the
 self-contained agent (firmware_templates/rpi/edgekit_agent.py), which times the model with
 ai_edge_litert or tflite_runtime and answers in JSON. Every remote argument is ``shlex.quote``-d.
+The LiteRT Python interpreter has no op profiler: for per-op times, the ``benchmark_binary`` option
+copies LiteRT's ``benchmark_model`` (built for the board) next to the model and profiles with it
+instead, read by the same parser as on Android (:mod:`edgekit.runners.benchmark_model`).
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import (DeviceError, EdgekitError, InputFileError, NativeCrash, OutputError,
-                            RuntimeMissing, ToolFailed, UsageError)
+                            RuntimeMissing, ToolFailed, ToolMissing, UsageError)
 from edgekit.runners.base import Capabilities, Runner, RunnerOption
 
 REMOTE_DIR = ".cache/edgekit"          # relative to the remote home directory
@@ -81,6 +84,8 @@ class SshRunner(Runner):
             RunnerOption("timeout", "seconds one remote command may take", 300, int),
             RunnerOption("remote_dir", f"folder on the board for the agent and models (or ${REMOTE_DIR_ENV}; "
                          f"default ~/{REMOTE_DIR})"),
+            RunnerOption("benchmark_binary", "LiteRT benchmark_model built for the board (linux aarch64): "
+                         "profile with it instead of the agent, for per-op times"),
         ]
 
     # -- ssh / scp command lines -------------------------------------------------------------------
@@ -214,20 +219,25 @@ class SshRunner(Runner):
         path = Path(model_path)
         data = read_input(path, "model")
         facts = model_facts(data, str(path))
+        binary = self._benchmark_binary()                 # checked before anything is copied
         remote_model = self.stage(path, facts.sha256)
+        b = self.board
+        model_doc = {"path": str(path), "sha256": facts.sha256, "size_bytes": facts.size_bytes,
+                     "macs": facts.macs, "inputs": facts.inputs, "outputs": facts.outputs}
+        board_doc = {"id": b.id, "name": b.name, "cpu": b.cpu, "clock_hz": b.clock_hz, "runtime": b.runtime,
+                     "active_power_mw": b.active_power_mw, "peak_int8_macs_per_cycle": b.peak_int8_macs_per_cycle,
+                     "notes": getattr(b, "notes", None) or None}
+        if binary is not None:
+            return self._profile_with_benchmark(binary, remote_model, facts, model_doc, board_doc, runs=runs,
+                                                warmup=warmup, threads=threads, xnnpack=xnnpack)
         answer = self.run_agent(self.agent_command(remote_model, runs=runs, warmup=warmup,
                                                    threads=threads, xnnpack=xnnpack))
         if self.dry_run:
             return None
         samples = [float(s) for s in answer["samples_us"]]
         stats = latency_stats(samples)
-        b = self.board
         return ProfileResult(
-            model={"path": str(path), "sha256": facts.sha256, "size_bytes": facts.size_bytes,
-                   "macs": facts.macs, "inputs": facts.inputs, "outputs": facts.outputs},
-            board={"id": b.id, "name": b.name, "cpu": b.cpu, "clock_hz": b.clock_hz, "runtime": b.runtime,
-                   "active_power_mw": b.active_power_mw, "peak_int8_macs_per_cycle": b.peak_int8_macs_per_cycle,
-                   "notes": getattr(b, "notes", None) or None},
+            model=model_doc, board=board_doc,
             device={"firmware_version": f"edgekit agent {answer.get('agent_version')}, "
                                         f"{answer.get('runtime')} {answer.get('runtime_version') or ''}".strip(),
                     "host": self.host, "hostname": answer.get("node"), "machine": answer.get("machine"),
@@ -247,6 +257,59 @@ class SshRunner(Runner):
 
     def do_run(self, model_path=None, **kw):
         return self.do_profile(model_path, **kw)
+
+    # -- per-op profiles with LiteRT's benchmark_model on the board ----------------------------------
+    def _benchmark_binary(self) -> Path | None:
+        given = self.options.get("benchmark_binary")
+        if not given:
+            return None
+        path = Path(given)
+        if not path.is_file():
+            raise ToolMissing(f"benchmark_model binary {path} does not exist", tool="benchmark_model",
+                              hint="download LiteRT's benchmark_model for the board (linux_aarch64_benchmark_model, "
+                                   "https://ai.google.dev/edge/litert/models/measurement)")
+        return path
+
+    def _profile_with_benchmark(self, binary: Path, remote_model: str, facts, model_doc: dict, board_doc: dict, *,
+                                runs: int, warmup: int, threads: int, xnnpack: bool):
+        from edgekit._version import __version__
+        from edgekit.fileio import read_input, sha256
+        from edgekit.profile import ProfileResult, energy_estimate, roofline
+        from edgekit.runners.benchmark_model import command_args, parse, profile_parts
+
+        remote_bin = f"{self.remote_dir}/benchmark_model-{sha256(read_input(binary, 'benchmark_model'))[:16]}"
+        self._scp(binary, remote_bin)
+        argv = [remote_bin, *command_args(remote_model, runs=runs, warmup=warmup, threads=threads, xnnpack=xnnpack)]
+        cmd = f"chmod 755 -- {shlex.quote(remote_bin)} && {shlex.join(argv)}"
+        try:
+            output = self._ssh(cmd).output
+        except ToolFailed as e:
+            output = e.context.get("output_tail") or ""
+            if e.context.get("returncode") in (126, 127) or "exec format error" in output.lower():
+                raise RuntimeMissing(f"{self.host}: benchmark_model does not run on the board: "
+                                     f"{(output.strip().splitlines() or ['exit ' + str(e.context.get('returncode'))])[-1]}",
+                                     hint="use the build for the board's CPU (linux_aarch64_benchmark_model on a "
+                                          "64-bit Raspberry Pi OS)") from e
+            parse(output, expect_ops=True)     # a failed run explains itself (BenchmarkOutputError)
+            raise
+        if self.dry_run:
+            return None
+        parts = profile_parts(parse(output, expect_ops=True), runs)
+        b = self.board
+        mean = parts["latency_us"]["mean"]
+        return ProfileResult(
+            model=model_doc, board=board_doc,
+            device={"firmware_version": "LiteRT benchmark_model", "host": self.host, "threads": threads,
+                    "xnnpack": xnnpack, "remote_model": remote_model, **parts["device"],
+                    "unavailable": parts["unavailable"]},
+            runs=parts["runs"], warmup=warmup, latency_us=parts["latency_us"], latency_samples_us=[], cycles=None,
+            per_op=parts["per_op"], per_op_note=parts["per_op_note"],
+            memory={"arena_used_bytes": None, "arena_bytes": None, "model_bytes": facts.size_bytes, **parts["memory"]},
+            roofline=roofline(facts.macs, mean, b.clock_hz, b.peak_int8_macs_per_cycle),
+            energy=energy_estimate(b, mean),
+            upload=None, runner="ssh",
+            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            edgekit_version=__version__)
 
     def do_flash(self, model_path=None, dest: str = "models", service: bool = False,
                  service_port: int = DEFAULT_SERVICE_PORT, service_bind: str = "127.0.0.1", threads: int = 1,

@@ -29,6 +29,7 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not (os.path.exists(SSHD) and shutil.which("ssh") and shutil.which("scp")),
                                  reason="openssh-server / openssh-client not installed (tools/apt-packages.txt)")]
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "unit"))      # the genuine benchmark_model samples
 
 
 def _free_port() -> int:
@@ -130,6 +131,67 @@ def test_profile_on_the_pi_over_ssh(pi, model_file, tmp_path):
     staged = list((tmp_path / "remote").glob("model-*.tflite"))
     assert len(staged) == 1 and staged[0].read_bytes() == model_file.read_bytes()
     json.dumps(d)
+
+
+STAND_IN_BENCHMARK = """#!{python}
+# A stand-in for LiteRT's benchmark_model (no build of it for this machine can be had here): it checks
+# the flags edgekit passes, then prints a genuine published output of the tool
+# (tests/unit/test_benchmark_model_parser.py, NEW_OPS), or that output cut short.
+import os, sys
+sys.path.insert(0, {tests!r})
+from test_benchmark_model_parser import NEW_OPS
+args = dict(a[2:].split("=", 1) for a in sys.argv[1:])
+assert os.path.isfile(args["graph"]), args
+assert args["enable_op_profiling"] == "true" and args["num_threads"] == "2", args
+with open(os.path.join(os.path.dirname(args["graph"]), "bench-args.txt"), "w") as f:
+    f.write(" ".join(sys.argv[1:]))
+print(NEW_OPS[:{cut}] if {cut} else NEW_OPS)
+"""
+
+
+def _stand_in(tmp_path, cut=0) -> Path:
+    path = tmp_path / f"benchmark_model_{cut}"
+    path.write_text(STAND_IN_BENCHMARK.format(python=sys.executable, tests=str(REPO / "tests" / "unit"), cut=cut))
+    path.chmod(0o755)
+    return path
+
+
+def test_per_op_profile_on_the_pi_with_benchmark_model(pi, model_file, tmp_path):
+    from edgekit.runners.benchmark_model import parse
+    from test_benchmark_model_parser import NEW_OPS
+
+    result = pi.runner(benchmark_binary=str(_stand_in(tmp_path))).run(
+        "profile", model_path=model_file, runs=64, warmup=3, threads=2)
+    d = result.to_dict()
+    want = parse(NEW_OPS, expect_ops=True)
+    assert d["runner"] == "ssh" and d["device"]["firmware_version"] == "LiteRT benchmark_model"
+    assert d["latency_us"]["mean"] == want.stats_us["avg"] and d["latency_us"]["n"] == want.runs
+    assert [op["type"] for op in d["per_op"]] == [op["type"] for op in want.per_op]
+    assert d["per_op"][2]["count"] == 13 and d["per_op"][2]["mean_us"] == pytest.approx(51.0)
+    assert d["memory"]["tool_overall_mb"] == 34.8281 and d["latency_samples_us"] == []
+    # the binary and the model went to the board's edgekit folder; the flags are the documented ones
+    remote = tmp_path / "remote"
+    assert len(list(remote.glob("benchmark_model-*"))) == 1
+    args = (remote / "bench-args.txt").read_text()
+    assert args == (f"--graph={d['device']['remote_model']} --num_runs=64 --warmup_runs=3 --num_threads=2 "
+                    "--use_xnnpack=true --enable_op_profiling=true")
+
+
+def test_benchmark_model_problems_on_the_pi_report_nothing_partial(pi, model_file, tmp_path):
+    from edgekit.runners.benchmark_model import BenchmarkOutputError
+
+    with pytest.raises(BenchmarkOutputError):           # output cut before the timings line
+        pi.runner(benchmark_binary=str(_stand_in(tmp_path, cut=600))).run(
+            "profile", model_path=model_file, runs=5, warmup=0, threads=2)
+    arm = tmp_path / "linux_aarch64_benchmark_model"   # an aarch64 ELF header: this x86 host cannot exec it
+    arm.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(9) + b"\x02\x00\xb7\x00" + bytes(44))
+    with pytest.raises(RuntimeMissing, match="benchmark_model does not run on the board") as err:
+        pi.runner(benchmark_binary=str(arm)).run("profile", model_path=model_file, runs=5, warmup=0, threads=2)
+    assert "linux_aarch64_benchmark_model" in err.value.hint
+    from edgekit.errors import ToolMissing
+
+    with pytest.raises(ToolMissing, match="does not exist"):
+        pi.runner(benchmark_binary=str(tmp_path / "nope")).run("profile", model_path=model_file, runs=5)
 
 
 def test_profile_without_xnnpack(pi, model_file):
