@@ -57,7 +57,7 @@ def main() -> None:
     from edgekit.link import frames as fr
     from edgekit.link.session import DeviceSession
     from edgekit.link.virtual_board import VirtualBoard
-    from edgekit.profile import model_facts, random_input
+    from edgekit.profiling import model_facts, random_input
 
     models = _models()
     rows: list[tuple[str, str, str]] = []

@@ -90,7 +90,7 @@ def register(app: typer.Typer) -> None:
     def doctor(json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
         """Check which build/flash tools, Python runtimes and serial ports this machine has."""
         from edgekit.cli.output import Output
-        from edgekit.doctor import doctor as run_doctor
+        from edgekit.diagnostics import doctor as run_doctor
 
         out = Output(json_mode=json_out)
         report = run_doctor()
@@ -152,7 +152,7 @@ def register(app: typer.Typer) -> None:
         """Check the fit, render, build and upload the firmware, then confirm the board runs the model."""
         from edgekit.cli.output import Output
         from edgekit.errors import ToolFailed
-        from edgekit.flash import flash as run_flash
+        from edgekit.flashing import flash as run_flash
 
         out = Output(json_mode=json_out)
         interactive = sys.stdin.isatty() and not json_out

@@ -155,7 +155,7 @@ def register(app: typer.Typer) -> None:
         """Measure a model on a board: latency stats, arena, roofline, energy estimate."""
         from edgekit.cli.output import dumps
         from edgekit.fileio import write_text
-        from edgekit.profile import profile
+        from edgekit.profiling import profile
 
         from edgekit.boards import load_board
 
@@ -194,7 +194,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
     ) -> None:
         """Run real samples on the device and on the host; fail (exit 10) past the thresholds."""
-        from edgekit.validate import validate
+        from edgekit.validation import validate
 
         out = Output(json_mode=json_out)
         with out.progress() as report:

@@ -1,5 +1,5 @@
 """`edgekit export MODEL --format c --out DIR [--name N] [--board B]`, dispatched through
-edgekit.export.FORMATS."""
+edgekit.exporters.FORMATS."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write the model in a device format (c: model_data.h/.cc + model_ops.h for TFLM)."""
         from edgekit.cli.output import Output
-        from edgekit.export import export
+        from edgekit.exporters import export
 
         out = Output(json_mode=json_out)
         extra = {"package": package} if package else {}

@@ -129,7 +129,7 @@ class AdbRunner(Runner):
             raise UsageError(f"runner {self.name}: profile needs a model", hint="pass the .tflite file to profile")
         from edgekit._version import __version__
         from edgekit.fileio import read_input
-        from edgekit.profile import ProfileResult, energy_estimate, model_facts, roofline
+        from edgekit.profiling import ProfileResult, energy_estimate, model_facts, roofline
         from edgekit.runners.benchmark_model import parse, profile_parts
 
         if runs < 1 or warmup < 0 or threads < 1:

@@ -146,7 +146,7 @@ def profile_parts(bench: BenchmarkOutput, runs: int) -> dict[str, Any]:
     MB figures), ``unavailable`` (fields left empty) and ``runs``; shared by the adb and ssh runners."""
     import math
 
-    from edgekit.profile import t95
+    from edgekit.profiling import t95
 
     s = bench.stats_us
     n = bench.runs or runs

@@ -39,7 +39,7 @@ DEFAULT_SERVICE_PORT = 8577            # the agent's `serve` port (firmware_temp
 
 
 def agent_path() -> Path:
-    from edgekit.export.firmware import templates_dir
+    from edgekit.exporters.firmware import templates_dir
 
     return templates_dir() / "rpi" / AGENT_NAME
 
@@ -210,7 +210,7 @@ class SshRunner(Runner):
             raise UsageError(f"runner {self.name}: profile needs a model", hint="pass the .tflite file to profile")
         from edgekit._version import __version__
         from edgekit.fileio import read_input
-        from edgekit.profile import ProfileResult, energy_estimate, latency_stats, model_facts, roofline
+        from edgekit.profiling import ProfileResult, energy_estimate, latency_stats, model_facts, roofline
 
         if not 1 <= runs <= 1_000_000 or not 0 <= warmup <= 1_000_000:
             raise UsageError(f"runs must be >= 1 and warmup >= 0, got {runs} / {warmup}")
@@ -274,7 +274,7 @@ class SshRunner(Runner):
                                 runs: int, warmup: int, threads: int, xnnpack: bool):
         from edgekit._version import __version__
         from edgekit.fileio import read_input, sha256
-        from edgekit.profile import ProfileResult, energy_estimate, roofline
+        from edgekit.profiling import ProfileResult, energy_estimate, roofline
         from edgekit.runners.benchmark_model import command_args, parse, profile_parts
 
         remote_bin = f"{self.remote_dir}/benchmark_model-{sha256(read_input(binary, 'benchmark_model'))[:16]}"

@@ -26,7 +26,7 @@ class VirtualRunner(Runner):
 
     def do_profile(self, *, model, port: str | None = None, runs: int = 200, warmup: int = 10,
                    progress=None, **_):
-        from edgekit.profile import profile
+        from edgekit.profiling import profile
 
         return profile(model, board=self.board.id, port=port, runs=runs, warmup=warmup, progress=progress,
                        virtual_options=self._virtual_options())

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from edgekit.boards import list_boards, load_board
-from edgekit.export.firmware import render_project, templates_dir
+from edgekit.exporters.firmware import render_project, templates_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -112,7 +112,7 @@ def test_litert_boards_are_refused(model_path, tmp_path):
 
 
 def test_export_formats_are_registered(model_path, tmp_path):
-    from edgekit.export import FORMATS, export
+    from edgekit.exporters import FORMATS, export
 
     assert {"arduino", "platformio"} <= set(FORMATS)
     r = export(model_path, tmp_path / "pio", format="platformio", board=load_board("pico"))

@@ -73,7 +73,7 @@ def remote_board(tmp_path, tiny_model):
 def test_profile_through_rfc2217(remote_board, tiny_model, tmp_path):
     import hashlib
 
-    from edgekit.profile import profile
+    from edgekit.profiling import profile
 
     url, board = remote_board
     model_path = tmp_path / "model.tflite"

@@ -147,7 +147,7 @@ def test_cli_validate_passes_against_host(artifact):
 
 
 def test_validate_fails_when_device_is_wrong(artifact):
-    from edgekit.validate import validate
+    from edgekit.validation import validate
 
     data = _val_data(artifact / "val.npz", n=10)
     with pytest.raises(ValidationFailed, match="LSBs") as info:
@@ -223,7 +223,7 @@ def test_documented_schema_example_matches_a_real_result(artifact):
     import re
     from pathlib import Path
 
-    from edgekit.profile import profile
+    from edgekit.profiling import profile
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "profile-schema.md").read_text()
     example = json.loads(re.search(r"```json\n(.*?)```", doc, re.S).group(1))
@@ -272,7 +272,7 @@ def test_session_reset_adopts_the_new_boot(tiny_model):
 
 def test_profile_without_profile_capability_times_invokes(artifact):
     from edgekit.link.frames import Capability
-    from edgekit.profile import profile
+    from edgekit.profiling import profile
 
     class NoProfileBoard(VirtualBoard):
         def __init__(self, *a, **kw):
@@ -291,17 +291,24 @@ def test_profile_without_profile_capability_times_invokes(artifact):
 
 
 def test_public_api_names_stay_callable_after_module_imports(artifact):
+    """The public functions live in modules of other names (profiling, validation, flashing,
+    diagnostics, exporters), so importing those modules cannot rebind edgekit.<function>."""
     import edgekit
-    from edgekit.profile import latency_stats  # noqa: F401 - binds edgekit.profile to the module
-    from edgekit.validate import quantize_input  # noqa: F401
+    import edgekit.diagnostics  # noqa: F401
+    import edgekit.exporters.c_arrays  # noqa: F401
+    import edgekit.flashing  # noqa: F401
+    from edgekit.profiling import latency_stats  # noqa: F401
+    from edgekit.validation import quantize_input  # noqa: F401
 
-    assert callable(edgekit.profile) and callable(edgekit.validate)
+    for name in ("profile", "validate", "flash", "doctor", "export", "inspect", "convert"):
+        assert callable(getattr(edgekit, name)), name
+        assert not isinstance(getattr(edgekit, name), type(edgekit)), name
     res = edgekit.profile(artifact / "model.tflite", runs=3, warmup=0, float_baseline=False)
     assert res.latency_us["n"] == 3
 
 
 def test_progress_reports_upload_and_runs(artifact):
-    from edgekit.profile import profile
+    from edgekit.profiling import profile
 
     calls = []
     profile(artifact / "model.tflite", runs=25, warmup=2, float_baseline=False,
@@ -317,7 +324,7 @@ def test_per_op_records_are_merged_into_the_result(artifact):
     """A device with PER_OP: the host collects PROFILE_OPS frames (split over several) into per_op."""
     from edgekit.link import frames as fr
     from edgekit.link.frames import Capability, MsgType
-    from edgekit.profile import profile
+    from edgekit.profiling import profile
 
     ops = [("CONV_2D", 30, 600_000), ("MAX_POOL_2D", 30, 150_000), ("FULLY_CONNECTED", 30, 250_000)]
 

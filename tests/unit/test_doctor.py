@@ -8,11 +8,8 @@ import stat
 import pytest
 from typer.testing import CliRunner
 
-import importlib
-
+import edgekit.diagnostics as doc
 from edgekit import ports
-
-doc = importlib.import_module("edgekit.doctor")   # the module (``edgekit.doctor`` is also the function)
 
 
 @pytest.fixture

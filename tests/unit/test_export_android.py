@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from edgekit.errors import UsageError
-from edgekit.export import FORMATS, export
-from edgekit.export.android import DEFAULT_PACKAGE, LITERT_VERSION
+from edgekit.exporters import FORMATS, export
+from edgekit.exporters.android import DEFAULT_PACKAGE, LITERT_VERSION
 
 REPO = Path(__file__).resolve().parents[2]
 

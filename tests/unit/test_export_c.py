@@ -9,8 +9,8 @@ import pytest
 import edgekit
 from edgekit.cli.main import main as cli_main
 from edgekit.errors import OutputError, UnsupportedModelError, UsageError
-from edgekit.export import FORMATS, export
-from edgekit.export.c_arrays import (BYTES_PER_LINE, _write_source, arena_with_margin,
+from edgekit.exporters import FORMATS, export
+from edgekit.exporters.c_arrays import (BYTES_PER_LINE, _write_source, arena_with_margin,
                                      c_identifier)
 
 

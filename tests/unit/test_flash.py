@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from edgekit import ports
 from edgekit.boards import load_board
 from edgekit.errors import BoardError, DeviceError, ModelTooLarge, ToolFailed, ToolMissing, UsageError
-from edgekit.flash import check_fit, flash
+from edgekit.flashing import check_fit, flash
 from edgekit.runners import seam
 
 PORT = "/dev/ttyACM0"

@@ -10,7 +10,7 @@ from edgekit.errors import NoAnswer
 from edgekit.link import frames as fr
 from edgekit.link.frames import MsgType
 from edgekit.link.session import BASE_TIMEOUT_S, RETRIES, DeviceSession
-from edgekit.profile import latency_stats, roofline
+from edgekit.profiling import latency_stats, roofline
 
 
 def test_timeout_grows_with_payload_and_slow_links():

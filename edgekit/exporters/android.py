@@ -188,7 +188,7 @@ def export_android(model, out_dir, *, name: str | None = None, board: Any = None
     """Write assets/<name>.tflite and java/<package>/EdgekitModel.kt under ``out_dir``."""
     from edgekit._version import __version__
     from edgekit.fileio import read_input, write_bytes, write_text
-    from edgekit.profile import model_facts
+    from edgekit.profiling import model_facts
 
     package = check_package(package or DEFAULT_PACKAGE)
     data = bytes(model) if isinstance(model, (bytes, bytearray)) else read_input(model, "model")

@@ -11,8 +11,6 @@ accuracy on the device and the host when the data has labels. Past ``max_lsb`` o
 from __future__ import annotations
 
 import os
-import sys
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,7 +88,7 @@ def validate(model_path: str | os.PathLike, data: str | os.PathLike, board: str 
              virtual_options: dict | None = None) -> ValidationResult:
     from edgekit.conversion.data import load_data
     from edgekit.link.device import connect, ensure_model
-    from edgekit.profile import model_facts
+    from edgekit.profiling import model_facts
 
     if n < 1:
         raise UsageError("-n must be at least 1")
@@ -166,13 +164,3 @@ def validate(model_path: str | os.PathLike, data: str | os.PathLike, board: str 
         result.raise_if_failed()
     return result
 
-
-class _CallableModule(types.ModuleType):
-    """``edgekit.validate`` is both this module and the public function (edgekit/__init__.py's lazy table);
-    importing the module rebinds the package attribute to it, so the module forwards calls."""
-
-    def __call__(self, *args, **kwargs):
-        return validate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -8,7 +8,6 @@ and their access checked without opening them.
 from __future__ import annotations
 
 import sys
-import types
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -152,13 +151,3 @@ def doctor(*, tools: bool = True, runtimes: bool = True, ports: bool = True) -> 
             report.problems.append(f"no permission to open {p['device']}: {p['detail']}")
     return report
 
-
-class _CallableModule(types.ModuleType):
-    """``edgekit.doctor`` names both this module and its function: importing the module rebinds the
-    package attribute to the module, so calling the module calls the function."""
-
-    def __call__(self, *args, **kwargs):
-        return doctor(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -13,14 +13,14 @@ from typing import Any, Callable
 
 
 def _export_c(model, out_dir, *, name=None, board=None, **options):
-    from edgekit.export.c_arrays import export_c
+    from edgekit.exporters.c_arrays import export_c
 
     return export_c(model, out_dir, name=name, board=board, **options)
 
 
 def _export_firmware(fmt: str) -> Callable[..., Any]:
     def run(model, out_dir, *, name=None, board=None, **options):
-        from edgekit.export.firmware import render_project
+        from edgekit.exporters.firmware import render_project
 
         return render_project(model, board, out_dir, fmt=fmt)
 
@@ -28,7 +28,7 @@ def _export_firmware(fmt: str) -> Callable[..., Any]:
 
 
 def _export_android(model, out_dir, *, name=None, board=None, **options):
-    from edgekit.export.android import export_android
+    from edgekit.exporters.android import export_android
 
     return export_android(model, out_dir, name=name, board=board, **options)
 
@@ -55,5 +55,5 @@ def export(model: str | os.PathLike | bytes, out_dir: str | os.PathLike, *, form
 
 def export_c(model: str | os.PathLike | bytes, out_dir: str | os.PathLike, *, name: str | None = None,
              board: Any = None, **options):
-    """model_data.h / model_data.cc / model_ops.h for TFLM firmware (see edgekit.export.c_arrays)."""
+    """model_data.h / model_data.cc / model_ops.h for TFLM firmware (see edgekit.exporters.c_arrays)."""
     return FORMATS["c"](model, out_dir, name=name, board=board, **options)

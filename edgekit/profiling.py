@@ -11,8 +11,6 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import os
-import sys
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -296,13 +294,3 @@ def _profile_baseline(conn, path: Path, runs: int, warmup: int, progress) -> dic
     out["sha256"] = facts.sha256
     return out
 
-
-class _CallableModule(types.ModuleType):
-    """``edgekit.profile`` is both this module and the public function (edgekit/__init__.py's lazy table);
-    importing the module rebinds the package attribute to it, so the module forwards calls."""
-
-    def __call__(self, *args, **kwargs):
-        return profile(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -2,7 +2,7 @@
 
 Both are built from ``firmware_templates/``: the sketch (``arduino/edgekit_runner``), the portable
 protocol core (``core/``), the PlatformIO project file (``platformio/platformio.ini``), plus, for
-this model, ``model_data.h/.cc`` and ``model_ops.h`` (:func:`edgekit.export.c_arrays.export_c`) and
+this model, ``model_data.h/.cc`` and ``model_ops.h`` (:func:`edgekit.exporters.c_arrays.export_c`) and
 ``ek_board_config.h`` (board id, baud rate, buffer sizes). Rendering is a pure function of
 (model bytes, board, edgekit version): the same inputs give the same bytes, and files that already
 hold those bytes are left untouched (so incremental builds stay incremental).
@@ -117,7 +117,7 @@ def _sketch_yaml(board) -> str | None:
 def render_project(model, board, out_dir: str | os.PathLike, *, fmt: str | None = None) -> RenderResult:
     """Render the ``fmt`` ("arduino" or "platformio") project for ``model`` and ``board`` into out_dir."""
     from edgekit.boards import Board, load_board
-    from edgekit.export.c_arrays import export_c
+    from edgekit.exporters.c_arrays import export_c
     from edgekit.fileio import ensure_dir, read_input, sha256, write_bytes
 
     if not isinstance(board, Board):

@@ -9,8 +9,6 @@ changes nothing on the device.
 from __future__ import annotations
 
 import os
-import sys
-import types
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -239,7 +237,7 @@ def flash(model, board, *, port: str | None = None, out_dir: str | os.PathLike |
     if runner_cls.capabilities.needs_port:
         runner_cls.check(["flash"], port=chosen, board_id=board.id)
 
-    from edgekit.export.firmware import render_project
+    from edgekit.exporters.firmware import render_project
 
     fmt = (board.build or {}).get("project_format") or runner_cls.project_format
     project_dir = Path(out_dir) if out_dir else model_path.parent / "firmware" / board.id
@@ -312,13 +310,3 @@ def confirm_model(port: str, board, data: bytes, digest: str, *, timeout_s: floa
         raise DeviceError(f"{board.id} runs model sha256 {got[:16]}..., not the flashed {digest[:16]}...",
                           hint="the upload may have failed silently; flash again")
 
-
-class _CallableModule(types.ModuleType):
-    """``edgekit.flash`` names both this module and its function: importing the module rebinds the
-    package attribute to the module, so calling the module calls the function."""
-
-    def __call__(self, *args, **kwargs):
-        return flash(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
