@@ -15,7 +15,8 @@ from typing import Any
 from edgekit.errors import EdgekitError
 from edgekit.runners import seam
 
-# program -> (version arguments, what edgekit uses it for)
+# program -> (version arguments, or None for a program without a version flag; what edgekit uses it for).
+# Every tool a runner declares (Capabilities.tools) is here (tests/unit/test_doctor.py).
 TOOLS = {
     "arduino-cli": (["version"], "build and upload Arduino sketches (nano33ble)"),
     "esptool": (["version"], "write ESP32 flash (esp32s3)"),
@@ -23,6 +24,7 @@ TOOLS = {
     "picotool": (["version"], "load UF2 images onto RP2040 boards (pico)"),
     "adb": (["version"], "run models on Android devices"),
     "ssh": (["-V"], "run models on Raspberry Pis"),
+    "scp": (None, "copy models and the agent to Raspberry Pis (OpenSSH, no version flag: found on PATH)"),
     "qemu-system-arm": (["--version"], "run the Cortex-M4 test firmware (qemu-m4)"),
     "arm-none-eabi-gcc": (["--version"], "cross-compile the Cortex-M4 test firmware"),
 }
@@ -100,6 +102,8 @@ def check_tool(name: str, tool=seam.run_tool) -> ToolCheck:
     path = seam.which(name)
     if path is None:
         return ToolCheck(name, purpose, False, install_hint=seam.INSTALL_HINTS.get(name))
+    if args is None:
+        return ToolCheck(name, purpose, True, path=path)
     try:
         result = tool([name, *args], timeout=TOOL_TIMEOUT_S)
         return ToolCheck(name, purpose, True, path=path, version=_first_line(result.output) or None)

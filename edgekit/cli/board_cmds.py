@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
             c.print("\n[bold]tools[/bold]")
             for t in r["tools"]:
                 if t["installed"]:
-                    c.print(f"  [green]ok[/green]       {t['name']:<18} {escape(t['version'] or t['error'] or '')}")
+                    c.print(f"  [green]ok[/green]       {t['name']:<18} {escape(t['version'] or t['error'] or t['path'] or '')}")
                 else:
                     c.print(f"  [yellow]missing[/yellow]  {t['name']:<18} {escape(t['purpose'] + '; ' + str(t['install_hint']))}")
             c.print("\n[bold]Python runtimes[/bold]")

@@ -33,6 +33,7 @@ INSTALL_HINTS = {
                 "github.com/raspberrypi/picotool",
     "adb": "apt-get install adb (or the Android SDK platform-tools)",
     "ssh": "apt-get install openssh-client",
+    "scp": "apt-get install openssh-client",
     "qemu-system-arm": "apt-get install qemu-system-arm",
     "arm-none-eabi-gcc": "apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi",
 }

@@ -38,6 +38,17 @@ def test_tools_found_missing_and_broken(bin_dir):
     assert not checks["adb"].installed and checks["adb"].install_hint
 
 
+def test_every_tool_a_runner_declares_is_checked(bin_dir):
+    from edgekit.runners import all_runners
+
+    declared = {tool for cls in all_runners().values() for tool in cls.capabilities.tools}
+    assert declared <= set(doc.TOOLS), declared - set(doc.TOOLS)
+    assert all(doc.check_tool(t).install_hint for t in declared if not doc.check_tool(t).installed)
+    fake_tool(bin_dir, "scp", "echo 'usage: scp [-346ABCOpqRrsTv]' >&2; exit 1")   # scp has no version flag
+    scp = doc.check_tool("scp")
+    assert scp.installed and scp.error is None and scp.path == str(bin_dir / "scp")
+
+
 def test_runtimes_are_imported_in_a_child(monkeypatch):
     import sys
 
