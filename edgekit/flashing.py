@@ -4,7 +4,8 @@ Order, so that nothing half-happens: the runner's capabilities are checked, the 
 against the board (flash, RAM, int8-only runtimes), the port is chosen (asking, if at all, only now
 and only on a terminal); then the firmware project is rendered, built and uploaded, and the board
 is asked over serial (protocol HELLO) which model it runs. ``dry_run`` logs every command and
-changes nothing on the device.
+changes nothing on the device. Linux boards (runner ssh) have no firmware to build: their model is
+installed, hash-checked on the board and optionally served (see the ssh runner's ``do_flash``).
 """
 from __future__ import annotations
 
