@@ -154,6 +154,37 @@ def roofline(macs: int | None, latency_us: float, clock_hz: int, peak_macs_per_c
             "utilization": achieved / peak_macs_per_cycle if achieved is not None else None}
 
 
+def model_doc(facts: ModelFacts, path) -> dict[str, Any]:
+    """The profile document's ``model`` part."""
+    return {"path": str(path), "sha256": facts.sha256, "size_bytes": facts.size_bytes,
+            "macs": facts.macs, "inputs": facts.inputs, "outputs": facts.outputs}
+
+
+def board_doc(b) -> dict[str, Any]:
+    """The profile document's ``board`` part."""
+    return {"id": b.id, "name": b.name, "cpu": b.cpu, "clock_hz": b.clock_hz, "runtime": b.runtime,
+            "active_power_mw": b.active_power_mw, "peak_int8_macs_per_cycle": b.peak_int8_macs_per_cycle,
+            "notes": b.notes or None}
+
+
+def litert_profile(*, path, facts: ModelFacts, board, device: dict, runs: int, warmup: int, latency_us: dict,
+                   latency_samples_us: list[float], per_op, per_op_note, runner: str,
+                   memory: dict | None = None) -> ProfileResult:
+    """A profile from a LiteRT runtime on a Linux board or a phone (ssh / adb runners): no arena and
+    no cycle counter; roofline and energy from the mean latency."""
+    from edgekit._version import __version__
+
+    mean = latency_us["mean"]
+    return ProfileResult(
+        model=model_doc(facts, path), board=board_doc(board), device=device, runs=runs, warmup=warmup,
+        latency_us=latency_us, latency_samples_us=latency_samples_us, cycles=None, per_op=per_op,
+        per_op_note=per_op_note,
+        memory={"arena_used_bytes": None, "arena_bytes": None, "model_bytes": facts.size_bytes, **(memory or {})},
+        roofline=roofline(facts.macs, mean, board.clock_hz, board.peak_int8_macs_per_cycle),
+        energy=energy_estimate(board, mean), upload=None, runner=runner,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), edgekit_version=__version__)
+
+
 def _measure(conn, model: bytes, facts: ModelFacts, runs: int, warmup: int,
              progress: ProgressFn | None) -> tuple[dict | None, Any, list]:
     from edgekit.link.device import ensure_model
@@ -234,11 +265,7 @@ def profile(model_path: str | os.PathLike, board: str = "virtual", port: str | N
                              "saved_fraction": (f_uj - energy_uj) / f_uj if f_uj > 0 else None})
         energy["float_baseline"] = baseline
     return ProfileResult(
-        model={"path": str(path), "sha256": facts.sha256, "size_bytes": facts.size_bytes,
-               "macs": facts.macs, "inputs": facts.inputs, "outputs": facts.outputs},
-        board={"id": b.id, "name": b.name, "cpu": b.cpu, "clock_hz": b.clock_hz,
-               "runtime": b.runtime, "active_power_mw": b.active_power_mw,
-               "peak_int8_macs_per_cycle": b.peak_int8_macs_per_cycle, "notes": b.notes or None},
+        model=model_doc(facts, path), board=board_doc(b),
         device={**hello.to_dict(), "port": None if conn.started_virtual_board else conn.port},
         runs=runs, warmup=warmup, latency_us=stats, latency_samples_us=times_us, cycles=cycles,
         per_op=per_op, per_op_note=note,

@@ -143,7 +143,8 @@ def register(app: typer.Typer) -> None:
         dest: str = typer.Option("models", "--dest", help="ssh boards: folder on the board for the model."),
         service: bool = typer.Option(False, "--service",
                                      help="ssh boards: also serve the model over HTTP as a systemd user service."),
-        service_port: int = typer.Option(8577, "--service-port", help="ssh boards: the service's TCP port."),
+        service_port: Optional[int] = typer.Option(None, "--service-port",
+                                                   help="ssh boards: the service's TCP port (default 8577)."),
         service_bind: str = typer.Option("127.0.0.1", "--service-bind",
                                          help="ssh boards: address the service listens on (0.0.0.0: all; "
                                               "it has no authentication)."),

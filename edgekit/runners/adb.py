@@ -13,7 +13,6 @@ footprint estimate in MB, not an arena.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,10 +126,9 @@ class AdbRunner(Runner):
                    **_) -> Any:
         if model_path is None:
             raise UsageError(f"runner {self.name}: profile needs a model", hint="pass the .tflite file to profile")
-        from edgekit._version import __version__
         from edgekit.fileio import read_input
-        from edgekit.profiling import ProfileResult, energy_estimate, model_facts, roofline
-        from edgekit.runners.benchmark_model import parse, profile_parts
+        from edgekit.profiling import model_facts
+        from edgekit.runners.benchmark_model import parse, to_profile
 
         if runs < 1 or warmup < 0 or threads < 1:
             raise UsageError(f"runs and threads must be >= 1 and warmup >= 0, got {runs}, {warmup}, {threads}")
@@ -148,26 +146,9 @@ class AdbRunner(Runner):
                                                                    threads=threads, xnnpack=xnnpack))
         if self.dry_run:
             return None
-        parts = profile_parts(parse(result.output, expect_ops=True), runs)
-        b = self.board
-        mean = parts["latency_us"]["mean"]
-        return ProfileResult(
-            model={"path": str(path), "sha256": facts.sha256, "size_bytes": facts.size_bytes,
-                   "macs": facts.macs, "inputs": facts.inputs, "outputs": facts.outputs},
-            board={"id": b.id, "name": b.name, "cpu": b.cpu, "clock_hz": b.clock_hz, "runtime": b.runtime,
-                   "active_power_mw": b.active_power_mw, "peak_int8_macs_per_cycle": b.peak_int8_macs_per_cycle,
-                   "notes": getattr(b, "notes", None) or None},
-            device={"firmware_version": "LiteRT benchmark_model", "serial": serial, "threads": threads,
-                    "xnnpack": xnnpack, **parts["device"], "unavailable": parts["unavailable"]},
-            runs=parts["runs"], warmup=warmup, latency_us=parts["latency_us"], latency_samples_us=[], cycles=None,
-            per_op=parts["per_op"], per_op_note=parts["per_op_note"],
-            memory={"arena_used_bytes": None, "arena_bytes": None, "model_bytes": facts.size_bytes,
-                    **parts["memory"]},
-            roofline=roofline(facts.macs, mean, b.clock_hz, b.peak_int8_macs_per_cycle),
-            energy=energy_estimate(b, mean),
-            upload=None, runner="adb",
-            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            edgekit_version=__version__)
+        return to_profile(parse(result.output, expect_ops=True), path=path, facts=facts, board=self.board,
+                          device={"serial": serial, "threads": threads, "xnnpack": xnnpack}, runs=runs,
+                          warmup=warmup, runner="adb")
 
     def do_run(self, model_path=None, **kw):
         return self.do_profile(model_path, **kw)

@@ -140,13 +140,14 @@ def parse(text: str, *, expect_ops: bool = False) -> BenchmarkOutput:
     return out
 
 
-def profile_parts(bench: BenchmarkOutput, runs: int) -> dict[str, Any]:
-    """The parts of a profile document (edgekit.profile/1) that benchmark_model's output gives:
-    ``latency_us`` (no p90/p99: the tool does not print them), ``per_op``, ``memory`` (the tool's own
-    MB figures), ``unavailable`` (fields left empty) and ``runs``; shared by the adb and ssh runners."""
+def to_profile(bench: BenchmarkOutput, *, path, facts, board, device: dict, runs: int, warmup: int,
+               runner: str):
+    """The profile document (edgekit.profile/1) of one benchmark_model run, for the adb and ssh runners.
+    ``latency_samples_us``, p90 and p99 stay empty (the tool prints aggregates only; listed in
+    ``device.unavailable``); ``memory`` holds the tool's own MB figures."""
     import math
 
-    from edgekit.profiling import t95
+    from edgekit.profiling import litert_profile, t95
 
     s = bench.stats_us
     n = bench.runs or runs
@@ -161,14 +162,16 @@ def profile_parts(bench: BenchmarkOutput, runs: int) -> dict[str, Any]:
         per_op = [{"name": op["name"], "type": op["type"], "count": op["times_called"],
                    "mean_us": op["avg_ms"] * 1000.0, "total_us": op["avg_ms"] * 1000.0 * n,
                    "share": op["percent"] / 100.0} for op in bench.per_op]
-    return {"runs": n, "latency_us": latency, "per_op": per_op,
-            "per_op_note": None if per_op else "benchmark_model printed no per-op table",
-            "memory": {"tool_init_mb": bench.memory_init_mb, "tool_overall_mb": bench.memory_overall_mb,
-                       "tool_peak_mb": bench.memory_peak_mb},
-            "device": {"init_us": bench.init_us, "first_inference_us": bench.first_inference_us,
-                       "warmup_avg_us": bench.warmup_avg_us, "nodes_executed": bench.nodes_executed},
-            "unavailable": ["latency_samples_us", "latency_us.p90", "latency_us.p99"]
-            + ([] if "median" in s else ["latency_us.median"])}
+    device = {"firmware_version": "LiteRT benchmark_model", **device, "init_us": bench.init_us,
+              "first_inference_us": bench.first_inference_us, "warmup_avg_us": bench.warmup_avg_us,
+              "nodes_executed": bench.nodes_executed,
+              "unavailable": ["latency_samples_us", "latency_us.p90", "latency_us.p99"]
+              + ([] if "median" in s else ["latency_us.median"])}
+    return litert_profile(path=path, facts=facts, board=board, device=device, runs=n, warmup=warmup,
+                          latency_us=latency, latency_samples_us=[], per_op=per_op,
+                          per_op_note=None if per_op else "benchmark_model printed no per-op table",
+                          memory={"tool_init_mb": bench.memory_init_mb, "tool_overall_mb": bench.memory_overall_mb,
+                                  "tool_peak_mb": bench.memory_peak_mb}, runner=runner)
 
 
 def command_args(model: str, *, runs: int, warmup: int, threads: int, xnnpack: bool) -> list[str]:

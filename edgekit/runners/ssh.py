@@ -16,7 +16,6 @@ instead, read by the same parser as on Android (:mod:`edgekit.runners.benchmark_
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 import re
@@ -208,36 +207,27 @@ class SshRunner(Runner):
                    xnnpack: bool = True, **_) -> Any:
         if model_path is None:
             raise UsageError(f"runner {self.name}: profile needs a model", hint="pass the .tflite file to profile")
-        from edgekit._version import __version__
         from edgekit.fileio import read_input
-        from edgekit.profiling import ProfileResult, energy_estimate, latency_stats, model_facts, roofline
+        from edgekit.profiling import latency_stats, litert_profile, model_facts
 
         if not 1 <= runs <= 1_000_000 or not 0 <= warmup <= 1_000_000:
             raise UsageError(f"runs must be >= 1 and warmup >= 0, got {runs} / {warmup}")
         if threads < 1:
             raise UsageError(f"--threads must be >= 1, got {threads}")
         path = Path(model_path)
-        data = read_input(path, "model")
-        facts = model_facts(data, str(path))
+        facts = model_facts(read_input(path, "model"), str(path))
         binary = self._benchmark_binary()                 # checked before anything is copied
         remote_model = self.stage(path, facts.sha256)
-        b = self.board
-        model_doc = {"path": str(path), "sha256": facts.sha256, "size_bytes": facts.size_bytes,
-                     "macs": facts.macs, "inputs": facts.inputs, "outputs": facts.outputs}
-        board_doc = {"id": b.id, "name": b.name, "cpu": b.cpu, "clock_hz": b.clock_hz, "runtime": b.runtime,
-                     "active_power_mw": b.active_power_mw, "peak_int8_macs_per_cycle": b.peak_int8_macs_per_cycle,
-                     "notes": getattr(b, "notes", None) or None}
         if binary is not None:
-            return self._profile_with_benchmark(binary, remote_model, facts, model_doc, board_doc, runs=runs,
-                                                warmup=warmup, threads=threads, xnnpack=xnnpack)
+            return self._profile_with_benchmark(binary, remote_model, path, facts, runs=runs, warmup=warmup,
+                                                threads=threads, xnnpack=xnnpack)
         answer = self.run_agent(self.agent_command(remote_model, runs=runs, warmup=warmup,
                                                    threads=threads, xnnpack=xnnpack))
         if self.dry_run:
             return None
         samples = [float(s) for s in answer["samples_us"]]
-        stats = latency_stats(samples)
-        return ProfileResult(
-            model=model_doc, board=board_doc,
+        return litert_profile(
+            path=path, facts=facts, board=self.board,
             device={"firmware_version": f"edgekit agent {answer.get('agent_version')}, "
                                         f"{answer.get('runtime')} {answer.get('runtime_version') or ''}".strip(),
                     "host": self.host, "hostname": answer.get("node"), "machine": answer.get("machine"),
@@ -245,15 +235,9 @@ class SshRunner(Runner):
                     "runtime_version": answer.get("runtime_version"), "threads": answer.get("threads"),
                     "xnnpack": answer.get("xnnpack"), "agent_version": answer.get("agent_version"),
                     "first_inference_us": answer.get("first_inference_us"), "remote_model": remote_model},
-            runs=runs, warmup=warmup, latency_us=stats, latency_samples_us=samples, cycles=None,
+            runs=runs, warmup=warmup, latency_us=latency_stats(samples), latency_samples_us=samples,
             per_op=answer.get("per_op"), per_op_note=answer.get("per_op_note"),
-            memory={"arena_used_bytes": None, "arena_bytes": None, "model_bytes": facts.size_bytes,
-                    "peak_rss_bytes": answer.get("peak_rss_bytes")},
-            roofline=roofline(facts.macs, stats["mean"], b.clock_hz, b.peak_int8_macs_per_cycle),
-            energy=energy_estimate(b, stats["mean"]),
-            upload=None, runner="ssh",
-            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            edgekit_version=__version__)
+            memory={"peak_rss_bytes": answer.get("peak_rss_bytes")}, runner="ssh")
 
     def do_run(self, model_path=None, **kw):
         return self.do_profile(model_path, **kw)
@@ -270,12 +254,10 @@ class SshRunner(Runner):
                                    "https://ai.google.dev/edge/litert/models/measurement)")
         return path
 
-    def _profile_with_benchmark(self, binary: Path, remote_model: str, facts, model_doc: dict, board_doc: dict, *,
+    def _profile_with_benchmark(self, binary: Path, remote_model: str, path: Path, facts, *,
                                 runs: int, warmup: int, threads: int, xnnpack: bool):
-        from edgekit._version import __version__
         from edgekit.fileio import read_input, sha256
-        from edgekit.profiling import ProfileResult, energy_estimate, roofline
-        from edgekit.runners.benchmark_model import command_args, parse, profile_parts
+        from edgekit.runners.benchmark_model import command_args, parse, to_profile
 
         remote_bin = f"{self.remote_dir}/benchmark_model-{sha256(read_input(binary, 'benchmark_model'))[:16]}"
         self._scp(binary, remote_bin)
@@ -294,22 +276,9 @@ class SshRunner(Runner):
             raise
         if self.dry_run:
             return None
-        parts = profile_parts(parse(output, expect_ops=True), runs)
-        b = self.board
-        mean = parts["latency_us"]["mean"]
-        return ProfileResult(
-            model=model_doc, board=board_doc,
-            device={"firmware_version": "LiteRT benchmark_model", "host": self.host, "threads": threads,
-                    "xnnpack": xnnpack, "remote_model": remote_model, **parts["device"],
-                    "unavailable": parts["unavailable"]},
-            runs=parts["runs"], warmup=warmup, latency_us=parts["latency_us"], latency_samples_us=[], cycles=None,
-            per_op=parts["per_op"], per_op_note=parts["per_op_note"],
-            memory={"arena_used_bytes": None, "arena_bytes": None, "model_bytes": facts.size_bytes, **parts["memory"]},
-            roofline=roofline(facts.macs, mean, b.clock_hz, b.peak_int8_macs_per_cycle),
-            energy=energy_estimate(b, mean),
-            upload=None, runner="ssh",
-            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            edgekit_version=__version__)
+        return to_profile(parse(output, expect_ops=True), path=path, facts=facts, board=self.board,
+                          device={"host": self.host, "threads": threads, "xnnpack": xnnpack,
+                                  "remote_model": remote_model}, runs=runs, warmup=warmup, runner="ssh")
 
     def do_flash(self, model_path=None, dest: str = "models", service: bool = False,
                  service_port: int = DEFAULT_SERVICE_PORT, service_bind: str = "127.0.0.1", threads: int = 1,
