@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -286,24 +287,31 @@ def test_silent_host_is_bounded_by_connect_timeout(tmp_path, model_file):
     assert err.value.exit_code == 9
 
 
-def _python_without_litert() -> str | None:
-    for cand in ("/usr/bin/python3", shutil.which("python3")):
-        if not cand:
-            continue
-        probe = subprocess.run([cand, "-c", "import numpy\ntry:\n import ai_edge_litert\nexcept ImportError:\n"
-                                " try:\n  import tflite_runtime\n except ImportError:\n  print('bare')"],
-                               capture_output=True, text=True, timeout=30)
-        if probe.stdout.strip() == "bare":
-            return cand
-    return None
+def _python_without_litert(folder: Path) -> Path:
+    """This interpreter (with numpy), started so that neither ai_edge_litert nor tflite_runtime can be
+    imported: a Pi whose Python has no TFLite runtime, on any test machine."""
+    site = folder / "no-litert"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class _NoRuntime:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('ai_edge_litert', 'tflite_runtime'):\n"
+        "            raise ImportError('No module named ' + repr(name))\n"
+        "sys.meta_path.insert(0, _NoRuntime())\n")
+    wrapper = folder / "python-without-litert"
+    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={shlex.quote(str(site))} exec {shlex.quote(sys.executable)} \"$@\"\n")
+    wrapper.chmod(0o755)
+    probe = subprocess.run([str(wrapper), "-c", "import numpy\ntry:\n import ai_edge_litert\nexcept ImportError:\n"
+                            " print('bare')"], capture_output=True, text=True, timeout=60)
+    assert probe.stdout.strip() == "bare", probe.stderr
+    return wrapper
 
 
-def test_pi_without_a_tflite_runtime(pi, model_file):
-    bare = _python_without_litert()
-    if bare is None:
-        pytest.skip("no python3 with numpy but without ai_edge_litert/tflite_runtime on this machine")
+def test_pi_without_a_tflite_runtime(pi, model_file, tmp_path):
+    bare = _python_without_litert(tmp_path)
     with pytest.raises(RuntimeMissing, match="no TFLite runtime") as err:
-        pi.runner(remote_python=bare).run("profile", model_path=model_file, runs=2, warmup=0)
+        pi.runner(remote_python=str(bare)).run("profile", model_path=model_file, runs=2, warmup=0)
     assert err.value.exit_code == 12 and "pip install ai-edge-litert" in err.value.hint
 
 
