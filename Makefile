@@ -10,6 +10,17 @@ PYTEST_ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONDONTWRITEBYTECODE := 1
 
+# TFLM source trees for the emulated Cortex-M4 (--board qemu-m4, --emulate): a folder of trees next
+# to the checkout (CI provides one as test fixtures; a user's own come from --tflm-src or arduino-cli).
+# Tests that need a tree skip loudly without one. Firmware objects are cached in EDGEKIT_CACHE.
+TFLM_TREES_DIR ?= ../shared/tflm
+TFLM_TREES := $(wildcard $(abspath $(TFLM_TREES_DIR))/tflite-micro $(abspath $(TFLM_TREES_DIR))/Chirale_TensorFlowLite)
+ifneq ($(TFLM_TREES),)
+ifeq ($(origin EDGEKIT_TFLM_SRC),undefined)
+export EDGEKIT_TFLM_SRC := $(subst $(eval) ,:,$(strip $(TFLM_TREES)))
+endif
+endif
+
 .PHONY: setup system-packages demo test test-fast bench clean
 
 setup: $(STAMP) $(APT_STAMP)

@@ -52,6 +52,22 @@ def timed(cmd: list[str], env=None) -> float:
     return time.perf_counter() - t0
 
 
+def trained_digits(work: Path):
+    """Train the digits CNN (30 epochs) into work/digits.keras, with work/train.npz and work/test.npz."""
+    import numpy as np
+    from digits_data import load_split, train_cnn
+
+    from edgekit import _tf
+
+    x_train, y_train, x_test, y_test = load_split()
+    np.savez(work / "train.npz", x=x_train, y=y_train)
+    np.savez(work / "test.npz", x=x_test, y=y_test)
+    with _tf.quiet_native():
+        model = train_cnn(x_train, y_train, epochs=30)
+    model.save(work / "digits.keras")
+    return model, (x_train, x_test)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer chains and repeats")
@@ -59,20 +75,12 @@ def main() -> int:
     ap.add_argument("--stage-epochs", type=int, default=4)
     args = ap.parse_args()
 
-    import numpy as np
-    from digits_data import load_split, train_cnn
-
     import edgekit
     from edgekit import _tf
     from edgekit.optimize.recipe import Recipe
 
     work = Path(tempfile.mkdtemp(prefix="edgekit-bench-"))
-    x_train, y_train, x_test, y_test = load_split()
-    np.savez(work / "train.npz", x=x_train, y=y_train)
-    np.savez(work / "test.npz", x=x_test, y=y_test)
-    with _tf.quiet_native():
-        model = train_cnn(x_train, y_train, epochs=30)
-    model.save(work / "digits.keras")
+    model, (x_train, x_test) = trained_digits(work)
     print(f"digits CNN: {model.count_params():,} parameters; train {len(x_train)}, test {len(x_test)}\n")
 
     chains = [("int8 PTQ", Recipe.from_flags())]

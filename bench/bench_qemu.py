@@ -72,7 +72,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
         try:
             t0 = time.perf_counter()
-            elf = qemu_runner.build_firmware(Path(tmp) / "qemu-m4")
+            elf = qemu_runner.build_test_firmware(Path(tmp) / "qemu-m4")
             rows.append(("qemu-m4", "firmware build (make, cold)", f"{time.perf_counter() - t0:.1f} s"))
             with qemu_runner.QemuMachine(elf) as qm:
                 rows += measure("qemu-m4", qm, args.hellos, model)

@@ -12,16 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import BoardError
-
-
-def targets_dir() -> Path:
-    """targets/ in a source checkout, or the copy packaged into the wheel."""
-    here = Path(__file__).resolve().parent
-    for cand in (here.parent / "targets", here / "_data" / "targets"):
-        if cand.is_dir():
-            return cand
-    raise BoardError("no targets/ folder found next to the edgekit package",
-                     hint="reinstall edgekit; its board files are missing")
+from edgekit.resources import targets_dir  # noqa: F401  (re-exported: edgekit.boards.targets_dir)
 
 
 @dataclass(frozen=True)
@@ -48,6 +39,10 @@ class Board:
     upload: dict = field(default_factory=dict)
     sources: dict = field(default_factory=dict)   # where each number comes from
     notes: str = ""
+    # the TFLM runtime the board builds with, and what it is known to run (edgekit.tflm.compat)
+    tflm: dict | None = None
+    # the emulated core that runs this board's firmware (edgekit.runners.qemu, --emulate)
+    emulator: dict = field(default_factory=dict)
 
     @property
     def usable_flash_bytes(self) -> int:
@@ -71,8 +66,11 @@ _REQUIRED = {
 }
 _OPTIONAL = {
     "aliases": list, "arch": str, "int8_only": bool, "runtime_model_upload": bool, "usb_hwids": list,
-    "baud": int, "build": dict, "upload": dict, "sources": dict, "notes": str,
+    "baud": int, "build": dict, "upload": dict, "sources": dict, "notes": str, "tflm": dict,
+    "emulator": dict,
 }
+TFLM_KEYS = ("library", "decode", "per_channel_fully_connected", "ops_missing", "source")
+EMULATOR_KEYS = ("machine", "cpu", "fpu", "float_abi")
 RUNTIMES = ("tflm", "litert")
 
 # Keys that runners read from a board's `build:` and `upload:` mappings. Other keys are allowed (a new
@@ -133,6 +131,15 @@ def parse_board_file(path: Path) -> Board:
             if close:
                 raise BoardError(f"board file {path.name}: unknown key '{section}.{key}' "
                                  f"(did you mean '{section}.{close[0]}'?)")
+    for section, known in (("tflm", TFLM_KEYS), ("emulator", EMULATOR_KEYS)):
+        for key in raw.get(section) or {}:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f" (did you mean '{section}.{close[0]}'?)" if close else ""
+                raise BoardError(f"board file {path.name}: unknown key '{section}.{key}'{hint}",
+                                 hint=f"{section} keys: {', '.join(known)}")
+    if raw.get("emulator") and "machine" not in raw["emulator"]:
+        raise BoardError(f"board file {path.name}: emulator needs a 'machine' (e.g. mps2-an386)")
     fmt = (raw.get("build") or {}).get("project_format")
     if fmt is not None and fmt not in PROJECT_FORMATS:
         raise BoardError(f"board file {path.name}: build.project_format must be one of "

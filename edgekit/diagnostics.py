@@ -25,8 +25,8 @@ TOOLS = {
     "adb": (["version"], "run models on Android devices"),
     "ssh": (["-V"], "run models on Raspberry Pis"),
     "scp": (None, "copy models and the agent to Raspberry Pis (OpenSSH, no version flag: found on PATH)"),
-    "qemu-system-arm": (["--version"], "run the Cortex-M4 test firmware (qemu-m4)"),
-    "arm-none-eabi-gcc": (["--version"], "cross-compile the Cortex-M4 test firmware"),
+    "qemu-system-arm": (["--version"], "run the emulated Cortex-M4 (qemu-m4, --emulate)"),
+    "arm-none-eabi-gcc": (["--version"], "cross-compile the Cortex-M4 firmware with TFLM (qemu-m4, --emulate)"),
 }
 
 # import name -> (distribution, what it is for)
@@ -85,6 +85,8 @@ class DoctorReport:
     ports: list[dict] = field(default_factory=list)
     boards: int = 0
     problems: list[str] = field(default_factory=list)
+    tflm_trees: list[dict] = field(default_factory=list)    # TFLM source trees found, and what they run
+    tflm_refused: list[dict] = field(default_factory=list)  # folders given that are no usable tree
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,11 +127,33 @@ def check_runtime(module: str, tool=seam.run_tool) -> RuntimeCheck:
     return RuntimeCheck(module, purpose, True, version=version)
 
 
-def doctor(*, tools: bool = True, runtimes: bool = True, ports: bool = True) -> DoctorReport:
-    """Check tools, runtimes and ports; never raises for a missing piece (it is reported)."""
+def tflm_trees(explicit=None, tool=seam.run_tool) -> tuple[list[dict], list[dict]]:
+    """The TFLM source trees edgekit can build firmware from, with their facts (edgekit.tflm.tree)."""
+    from edgekit.tflm.tree import find_trees
+
+    search = find_trees(explicit, tool=tool)
+    trees = []
+    for t in search.trees:
+        d = t.to_dict()
+        d.pop("resolver_methods")
+        trees.append(d)
+    return trees, search.refused
+
+
+def doctor(*, tools: bool = True, runtimes: bool = True, ports: bool = True, trees: bool = True,
+           tflm_src=None) -> DoctorReport:
+    """Check tools, runtimes, TFLM trees and ports; never raises for a missing piece (it is reported)."""
     from edgekit._version import __version__
 
     report = DoctorReport(python=sys.version.split()[0], edgekit=__version__)
+    if trees:
+        try:
+            report.tflm_trees, report.tflm_refused = tflm_trees(tflm_src)
+        except EdgekitError as e:
+            report.problems.append(f"--tflm-src: {e.message}")
+        for t in report.tflm_trees:
+            for problem in t["problems"]:
+                report.problems.append(f"TFLM tree {t['root']}: {problem}")
     with ThreadPoolExecutor(max_workers=6) as pool:
         runtime_jobs = [pool.submit(check_runtime, m) for m in RUNTIMES] if runtimes else []
         tool_jobs = [pool.submit(check_tool, t) for t in TOOLS] if tools else []

@@ -195,6 +195,10 @@ def flash(model, board, *, port: str | None = None, out_dir: str | os.PathLike |
     data = read_input(model_path, "model")
     digest = sha256(data)
     fit = check_fit(data, board, force=force)
+    if not force:
+        from edgekit.tflm.compat import facts_from_board, refuse_if_unrunnable
+
+        refuse_if_unrunnable(data, facts_from_board(board), board.id)
     for problem in fit.problems:
         _log(f"# --force: going ahead although {problem}")
     if installs:

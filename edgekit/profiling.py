@@ -23,6 +23,8 @@ from edgekit.link.frames import Capability
 from edgekit.progress import ProgressFn
 
 SCHEMA = "edgekit.profile/1"
+LITERT_TIMING = {"unit": "ns", "source": "device",
+                 "label": "measured on the board: LiteRT's own timing of each invoke"}
 FLOAT_BASELINE_NAME = "model_float.tflite"
 FLOAT_BASELINE_MAX_RUNS = 50
 INPUT_SEED = 0
@@ -112,26 +114,33 @@ class ProfileResult:
     device: dict[str, Any]
     runs: int
     warmup: int
-    latency_us: dict[str, float]
-    latency_samples_us: list[float]
+    latency_us: dict[str, float] | None          # None when the device counts instructions, not time
+    latency_samples_us: list[float] | None
     cycles: dict[str, float] | None
     per_op: list[dict[str, Any]] | None
     per_op_note: str | None
     memory: dict[str, Any]
-    roofline: dict[str, Any]
-    energy: dict[str, Any]
+    roofline: dict[str, Any] | None
+    energy: dict[str, Any] | None
     upload: dict[str, Any] | None
     runner: str = "serial"
     created: str = ""
     edgekit_version: str = ""
+    # where the numbers come from: {"unit": "ns" | "instructions", "source": "device" | "host" | "emulated", ...}
+    timing: dict[str, Any] = field(default_factory=dict)
+    instructions: dict[str, float] | None = None  # per-inference statistics on the emulated target
+    firmware: dict[str, Any] | None = None        # what was built for the device (emulated target)
+    notes: list[str] = field(default_factory=list)
+    float_baseline: dict[str, Any] | None = None  # the float model on the same device (also in energy)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "created": self.created, "edgekit_version": self.edgekit_version,
                 "runner": self.runner, "model": self.model, "board": self.board, "device": self.device,
-                "runs": self.runs, "warmup": self.warmup, "latency_us": self.latency_us,
-                "latency_samples_us": self.latency_samples_us, "cycles": self.cycles,
-                "per_op": self.per_op, "per_op_note": self.per_op_note, "memory": self.memory,
-                "roofline": self.roofline, "energy": self.energy, "upload": self.upload}
+                "timing": self.timing, "runs": self.runs, "warmup": self.warmup, "latency_us": self.latency_us,
+                "latency_samples_us": self.latency_samples_us, "instructions": self.instructions,
+                "cycles": self.cycles, "per_op": self.per_op, "per_op_note": self.per_op_note,
+                "memory": self.memory, "roofline": self.roofline, "energy": self.energy, "upload": self.upload,
+                "firmware": self.firmware, "float_baseline": self.float_baseline, "notes": self.notes}
 
 
 def energy_estimate(board, mean_latency_us: float) -> dict:
@@ -182,7 +191,8 @@ def litert_profile(*, path, facts: ModelFacts, board, device: dict, runs: int, w
         memory={"arena_used_bytes": None, "arena_bytes": None, "model_bytes": facts.size_bytes, **(memory or {})},
         roofline=roofline(facts.macs, mean, board.clock_hz, board.peak_int8_macs_per_cycle),
         energy=energy_estimate(board, mean), upload=None, runner=runner,
-        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), edgekit_version=__version__)
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), edgekit_version=__version__,
+        timing=dict(LITERT_TIMING))
 
 
 def _measure(conn, model: bytes, facts: ModelFacts, runs: int, warmup: int,
@@ -215,26 +225,47 @@ def _measure(conn, model: bytes, facts: ModelFacts, runs: int, warmup: int,
 def profile(model_path: str | os.PathLike, board: str = "virtual", port: str | None = None,
             runs: int = 200, warmup: int = 10, progress: ProgressFn | None = None, *,
             baud: int | None = None, float_baseline: str | os.PathLike | None | bool = True,
-            virtual_options: dict | None = None) -> ProfileResult:
-    """Profile ``model_path`` on ``board`` (at ``port``; the virtual board starts itself without one).
+            emulate: bool = False, options: dict | None = None, log=None) -> ProfileResult:
+    """Profile ``model_path`` on ``board``: the board's runner does it (one dispatch for every board).
 
-    ``float_baseline``: True looks for model_float.tflite next to the model (the convert artifact
-    folder); a path uses that file; False/None skips it. The float model is profiled on the same
-    device when the board takes models at run time, to estimate the energy the int8 model saves.
+    ``port``: the serial port or URL of a serial board (found by its USB id when left out; the
+    virtual and emulated boards start themselves). ``emulate``: run the board's own firmware on the
+    emulated Cortex-M4 (instruction counts). ``options``: the runner's declared options (``host`` of a
+    Pi, ``serial`` of a phone, ``tflm_src`` of the emulated board, ...; ``edgekit boards B`` lists
+    them). ``float_baseline``: True looks for model_float.tflite next to the model (the convert
+    artifact folder); a path uses that file; False/None skips it. The float model runs on the same
+    device when the device takes models at run time.
     """
-    from edgekit._version import __version__
-    from edgekit.link.device import connect
+    from edgekit.runners import runner_for
 
+    runner = runner_for(board, emulate=emulate, options=options, log=log)
+    return runner.run("profile", model_path=model_path, port=port, runs=runs, warmup=warmup, progress=progress,
+                      baud=baud, float_baseline=float_baseline)
+
+
+def _check_counts(runs: int, warmup: int) -> None:
     if not 1 <= runs <= 65535:
         raise UsageError(f"--runs must be 1..65535, got {runs}")
     if not 0 <= warmup <= 65535:
         raise UsageError(f"--warmup must be 0..65535, got {warmup}")
+
+
+def profile_link(runner, model_path: str | os.PathLike, *, port: str | None = None, runs: int = 200,
+                 warmup: int = 10, progress: ProgressFn | None = None, baud: int | None = None,
+                 float_baseline: str | os.PathLike | None | bool = True) -> ProfileResult:
+    """Profile over protocol v1 with a :class:`~edgekit.runners.link.LinkRunner`'s device."""
+    from edgekit._version import __version__
+
+    _check_counts(runs, warmup)
     path = Path(model_path)
     model = read_input(path, "model")
     facts = model_facts(model, str(path))
     baseline_path = _baseline_path(path, float_baseline)
+    models = [model]
+    if baseline_path is not None:
+        models.append(read_input(baseline_path, "float baseline model"))
 
-    with connect(board, port, baud=baud, virtual_options=virtual_options) as conn:
+    with runner.open_link(port=port, baud=baud, models=models) as conn:
         b = conn.board
         baseline = None
         if baseline_path is not None:
@@ -243,38 +274,60 @@ def profile(model_path: str | os.PathLike, board: str = "virtual", port: str | N
         upload, train, session = _measure(conn, model, facts, runs, warmup, progress)
         hello = session.hello()
 
-    times_us = [t / 1000.0 for t, _ in train.runs]
-    stats = latency_stats(times_us)
+    timing = conn.timing or {}
+    counts = timing.get("unit") == "instructions"
+    raw = [float(t) for t, _ in train.runs]
+    notes: list[str] = []
+    if counts:
+        instructions, times_us, stats = latency_stats(raw), None, None
+    else:
+        instructions, times_us = None, [t / 1000.0 for t in raw]
+        stats = latency_stats(times_us)
     cycles = None
-    if hello.has(Capability.CYCLES):
+    if hello.has(Capability.CYCLES) and timing.get("source") == "device":
         cycles = latency_stats([float(c) for _, c in train.runs])
     per_op, note = None, None
     if train.ops:
-        total_ns = sum(t for _, _, t in train.ops) or 1
-        per_op = [{"name": n, "count": c, "total_us": t / 1000.0, "mean_us": t / 1000.0 / max(runs, 1),
-                   "share": t / total_ns} for n, c, t in train.ops]
+        total = sum(t for _, _, t in train.ops) or 1
+        per_op = []
+        for n, c, t in train.ops:
+            row = {"name": n, "count": c, "share": t / total}
+            if counts:
+                row.update({"instructions_total": t, "instructions_mean": t / max(runs, 1)})
+            else:
+                row.update({"total_us": t / 1000.0, "mean_us": t / 1000.0 / max(runs, 1)})
+            per_op.append(row)
     else:
         note = ("the device has no per-op timing (PER_OP capability)"
                 if not hello.has(Capability.PER_OP) else "the device sent no per-op records")
-    energy = energy_estimate(b, stats["mean"])
-    energy_uj = energy["per_inference_uj"]
-    if baseline is not None:
-        if "latency_us_mean" in baseline:
+    energy = roof = None
+    if timing.get("source") == "device":
+        energy = energy_estimate(b, stats["mean"])
+        roof = roofline(facts.macs, stats["mean"], b.clock_hz, b.peak_int8_macs_per_cycle)
+        if baseline is not None and "latency_us_mean" in baseline:
             f_uj = b.active_power_mw * baseline["latency_us_mean"] / 1000.0
-            baseline.update({"per_inference_uj": f_uj, "saved_uj": f_uj - energy_uj,
-                             "saved_fraction": (f_uj - energy_uj) / f_uj if f_uj > 0 else None})
-        energy["float_baseline"] = baseline
+            e_uj = energy["per_inference_uj"]
+            baseline.update({"per_inference_uj": f_uj, "saved_uj": f_uj - e_uj,
+                             "saved_fraction": (f_uj - e_uj) / f_uj if f_uj > 0 else None})
+        if baseline is not None:
+            energy["float_baseline"] = baseline
+    elif counts:
+        roof = {"macs": facts.macs, "instructions_per_mac": (instructions["mean"] / facts.macs) if facts.macs else None}
+        notes.append("instruction counts from the emulated target; a board's time is instructions x its cycles "
+                     "per instruction / its clock, and no energy is derived here")
+    else:
+        notes.append(f"{timing.get('label') or 'host time'}; no board roofline or energy is computed from it")
     return ProfileResult(
         model=model_doc(facts, path), board=board_doc(b),
-        device={**hello.to_dict(), "port": None if conn.started_virtual_board else conn.port},
+        device={**hello.to_dict(), "port": None if conn.started_here else conn.port},
         runs=runs, warmup=warmup, latency_us=stats, latency_samples_us=times_us, cycles=cycles,
         per_op=per_op, per_op_note=note,
         memory={"arena_used_bytes": train.arena_used or None, "arena_bytes": hello.arena_bytes,
                 "model_bytes": facts.size_bytes},
-        roofline=roofline(facts.macs, stats["mean"], b.clock_hz, b.peak_int8_macs_per_cycle),
-        energy=energy, upload=upload,
+        roofline=roof, energy=energy, upload=upload, runner=runner.name,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        edgekit_version=__version__)
+        edgekit_version=__version__, timing=timing, instructions=instructions, firmware=conn.firmware,
+        notes=notes, float_baseline=baseline)
 
 
 def _baseline_path(path: Path, float_baseline) -> Path | None:
@@ -294,14 +347,14 @@ def _baseline_path(path: Path, float_baseline) -> Path | None:
 
 
 def _profile_baseline(conn, path: Path, runs: int, warmup: int, progress) -> dict:
-    """Latency of the float model on the same device, or why it was skipped."""
+    """Latency (or instruction count) of the float model on the same device, or why it was skipped."""
     from edgekit.errors import DeviceError, EdgekitError
 
     out: dict[str, Any] = {"path": str(path)}
     if conn.board.int8_only:
         out["skipped"] = f"board {conn.board.id} runs int8 kernels only"
         return out
-    if not conn.board.runtime_model_upload:
+    if not conn.runtime_model_upload:
         out["skipped"] = "the board takes no models at run time (flash it to compare)"
         return out
     try:
@@ -317,7 +370,10 @@ def _profile_baseline(conn, path: Path, runs: int, warmup: int, progress) -> dic
         out["skipped"] = f"float model unusable: {e.message}"
         return out
     out["runs"] = runs
-    out["latency_us_mean"] = float(np.mean([t / 1000.0 for t, _ in train.runs]))
+    mean = float(np.mean([float(t) for t, _ in train.runs]))
+    if (conn.timing or {}).get("unit") == "instructions":
+        out["instructions_mean"] = mean
+    else:
+        out["latency_us_mean"] = mean / 1000.0
     out["sha256"] = facts.sha256
     return out
-

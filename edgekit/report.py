@@ -367,15 +367,18 @@ def charts(data: ReportData) -> list[tuple[str, bytes]]:
         save(fig, "Accuracy")
     for p in data.profiles:
         bid = (p.get("board") or {}).get("id", "?")
+        where = _timing_suffix(p)
         if p.get("per_op"):
-            ops = sorted(p["per_op"], key=lambda o: -o.get("mean_us", 0))
+            key, unit = _per_op_key(p)
+            ops = sorted(p["per_op"], key=lambda o: -(o.get(key) or 0))
             fig, ax = new_figure((8, 0.5 + 0.35 * len(ops)))
-            bars = ax.barh([o["name"] for o in ops], [o["mean_us"] for o in ops], color="tab:orange")
-            ax.bar_label(bars, labels=[f"{o['mean_us']:.1f} us" for o in ops], fontsize=8)
+            bars = ax.barh([o["name"] for o in ops], [o.get(key) or 0 for o in ops], color="tab:orange")
+            ax.bar_label(bars, labels=[f"{o.get(key) or 0:,.1f} {unit}" for o in ops], fontsize=8)
             ax.invert_yaxis()
-            ax.set_xlabel("mean us per inference")
-            ax.set_title(f"Per-op latency on {bid} ({p['file']})")
-            save(fig, f"Per-op latency ({p['file']})")
+            ax.set_xlabel(f"mean {unit} per inference")
+            what = "instructions" if unit == "instructions" else "latency"
+            ax.set_title(f"Per-op {what} on {bid}{where} ({p['file']})")
+            save(fig, f"Per-op {what} ({p['file']})")
         samples = p.get("latency_samples_us") or []
         if samples:
             fig, ax = new_figure((8, 3.2))
@@ -386,7 +389,7 @@ def charts(data: ReportData) -> list[tuple[str, bytes]]:
                     ax.axvline(lat[key], color="black", linestyle=style, label=f"{key} {lat[key]:.1f} us")
             ax.set_xlabel("latency (us)")
             ax.set_ylabel("runs")
-            ax.set_title(f"Latency of {len(samples)} runs on {bid} ({p['file']})")
+            ax.set_title(f"Latency of {len(samples)} runs on {bid}{where} ({p['file']})")
             ax.legend(fontsize=8)
             save(fig, f"Latency histogram ({p['file']})")
     b = data.budget
@@ -466,13 +469,22 @@ def tables(data: ReportData) -> list[tuple[str, list[str], list[list[Any]]]]:
         out.append((f"{metric.capitalize()} ({_fmt(acc.get('samples'))} samples)", ["model", metric],
                     [[k, v] for k, v in acc["values"].items()]))
     for p in data.profiles:
-        lat = p.get("latency_us") or {}
         bid = (p.get("board") or {}).get("id")
-        out.append((f"Latency on {bid} ({p['file']}, {_fmt(p.get('runs'))} runs)",
-                    ["", "us"], [[k, lat.get(k)] for k in ("mean", "median", "p90", "p99", "min", "max", "std")]))
+        where = _timing_suffix(p)
+        stats = ("mean", "median", "p90", "p99", "min", "max", "std")
+        if p.get("latency_us"):
+            lat = p["latency_us"]
+            out.append((f"Latency on {bid}{where} ({p['file']}, {_fmt(p.get('runs'))} runs)",
+                        ["", "us"], [[k, lat.get(k)] for k in stats]))
+        if p.get("instructions"):
+            ins = p["instructions"]
+            out.append((f"Instructions per inference on {bid}{where} ({p['file']}, {_fmt(p.get('runs'))} runs)",
+                        ["", "instructions"], [[k, ins.get(k)] for k in stats]))
         if p.get("per_op"):
-            out.append((f"Per-op latency on {bid}", ["op", "count", "mean us", "share %"],
-                        [[o["name"], o.get("count"), o.get("mean_us"), round(o.get("share", 0) * 100, 1)]
+            key, unit = _per_op_key(p)
+            out.append((f"Per-op {'instructions' if unit == 'instructions' else 'latency'} on {bid}{where}",
+                        ["op", "count", f"mean {unit}", "share %"],
+                        [[o["name"], o.get("count"), o.get(key), round(o.get("share", 0) * 100, 1)]
                          for o in p["per_op"]]))
     for v in data.validations:
         out.append((f"Validation on {v.get('board')} ({v['file']})", ["", "value"],
@@ -487,9 +499,24 @@ def tables(data: ReportData) -> list[tuple[str, list[str], list[list[Any]]]]:
     return out
 
 
+def _timing_suffix(p: dict) -> str:
+    source = (p.get("timing") or {}).get("source")
+    return {"host": " (host time)", "emulated": " (emulated Cortex-M4)"}.get(source, "")
+
+
+def _per_op_key(p: dict) -> tuple[str, str]:
+    if (p.get("timing") or {}).get("unit") == "instructions":
+        return "instructions_mean", "instructions"
+    return "mean_us", "us"
+
+
 def text_notes(data: ReportData) -> list[str]:
     """One-line remarks shown under the tables (missing per-op data, runtime caveats, ...)."""
     notes = list(data.notes) + list(data.accuracy.get("notes") or [])
+    for p in data.profiles:
+        label = (p.get("timing") or {}).get("label")
+        if label:
+            notes.append(f"{p['file']}: {label}")
     for p in data.profiles:
         if not p.get("per_op"):
             notes.append(f"{p['file']}: no per-op data: {p.get('per_op_note') or 'not reported'}")

@@ -8,6 +8,8 @@ sweep keeps its finished points and a rerun continues where it stopped.
 """
 from __future__ import annotations
 
+import copy
+
 import csv
 import io
 import itertools
@@ -98,10 +100,24 @@ def parse_size(text: str | int | None) -> Optional[int]:
 
 
 def point_recipe(prune: float, cluster: int, *, qat: bool, epochs: int, seed: int) -> Recipe:
-    """One grid point: int8 always; clustered points get LUT compression with just enough index bits."""
+    """One grid point: int8 always; clustered points get LUT compression with just enough index bits
+    (unless the sweep's board has no DECODE kernel: then the recipe is adjusted in sweep())."""
     compress = f"lut{max(1, math.ceil(math.log2(cluster)))}" if cluster and cluster <= 128 else None
     return Recipe.from_flags(prune=prune or None, cluster=cluster or None, qat=qat and bool(prune or cluster),
                              compress=compress, epochs=epochs, seed=seed)
+
+
+def recipe_for_board(recipe: Recipe, board) -> Recipe:
+    """A grid point's recipe made for what ``board``'s TFLM runs correctly: no LUT compression without
+    DECODE (clustered weights stay uncompressed), per-tensor dense weights without per-channel dense."""
+    from edgekit.optimize.recipe import recipe_for_runtime
+    from edgekit.tflm.compat import facts_from_board
+
+    facts = facts_from_board(board)
+    if facts is not None and not facts.decode and recipe.compress is not None:
+        recipe = copy.deepcopy(recipe)
+        recipe.compress = None
+    return recipe_for_runtime(recipe, facts, board.id)[0]
 
 
 def pareto_ids(points: list[SweepPoint]) -> set[str]:
@@ -138,6 +154,8 @@ def sweep(model: str | Path, data: str | Path, eval_data: str | Path, out_dir: s
     for i, (p, c) in enumerate(grid):
         pid = f"p{p:g}_c{c}"
         recipe = point_recipe(p, c, qat=qat, epochs=epochs, seed=seed)
+        if board_obj is not None:
+            recipe = recipe_for_board(recipe, board_obj)
         pt = SweepPoint(id=pid, prune=p, cluster=c, recipe=recipe.describe())
         folder = out / "points" / pid
         rep = _finished(folder, recipe)

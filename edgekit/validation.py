@@ -39,17 +39,26 @@ class ValidationResult:
     latency_us_mean: float | None = None
     passed: bool = True
     failures: list[str] = field(default_factory=list)
-    host_reference: str = "litert"      # what `agreement` / `max_lsb` compare the device with
+    host_reference: str = "tflm"        # what `agreement` / `max_lsb` compare the device with
     host_note: str | None = None
+    agreement_litert: float | None = None
+    max_lsb_litert: int | None = None
+    exact_fraction: float | None = None   # samples whose outputs equal the reference exactly
+    diagnosis: list[str] = field(default_factory=list)   # known causes in the device's runtime (on failure)
+    timing: dict[str, Any] = field(default_factory=dict)
+    firmware: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": "edgekit.validate/1", **self.__dict__}
 
     def raise_if_failed(self) -> None:
         if not self.passed:
-            raise ValidationFailed(f"the device disagrees with the host: {'; '.join(self.failures)}",
+            ref = {"tflm": "host TFLM", "litert": "host LiteRT"}.get(self.host_reference, "the host")
+            cause = f"; likely cause: {self.diagnosis[0]}" if self.diagnosis else ""
+            raise ValidationFailed(f"{self.board} disagrees with {ref}: {'; '.join(self.failures)}{cause}",
                                    hint="check that the device runs this exact model and kernels; "
-                                        "loosen --max-lsb/--min-agreement only if the difference is expected")
+                                        "loosen --max-lsb/--min-agreement only if the difference is expected",
+                                   diagnosis=self.diagnosis)
 
 
 def quantize_input(x: np.ndarray, spec: dict) -> np.ndarray:
@@ -84,10 +93,44 @@ def _litert_outputs(model: bytes, xq: np.ndarray) -> np.ndarray:
 def validate(model_path: str | os.PathLike, data: str | os.PathLike, board: str = "virtual",
              port: str | None = None, n: int = 100, *, max_lsb: int = 1, min_agreement: float = 0.99,
              progress: ProgressFn | None = None, baud: int | None = None,
-             raise_on_fail: bool = True, host_tflm: bool = True,
-             virtual_options: dict | None = None) -> ValidationResult:
+             raise_on_fail: bool = True, host_tflm: bool = True, emulate: bool = False,
+             options: dict | None = None, log=None) -> ValidationResult:
+    """Run ``n`` samples of ``data`` on ``board`` and on the host; compare (the board's runner does it).
+
+    ``emulate``: the board's own firmware on the emulated Cortex-M4 (its TFLM library, its buffers).
+    ``options``: the runner's declared options (``edgekit boards B`` lists them).
+    """
+    from edgekit.runners import runner_for
+
+    runner = runner_for(board, emulate=emulate, options=options, log=log)
+    return runner.run("validate", model_path=model_path, data=data, port=port, baud=baud, n=n, max_lsb=max_lsb,
+                      min_agreement=min_agreement, progress=progress, raise_on_fail=raise_on_fail,
+                      host_tflm=host_tflm)
+
+
+@dataclass
+class Prepared:
+    """The samples of one validation and the host's outputs for them."""
+
+    path: Path
+    model: bytes
+    xq: np.ndarray                  # quantized inputs, one row per sample
+    odtype: np.dtype
+    labels: np.ndarray | None
+    litert: np.ndarray | None       # host LiteRT outputs (None: LiteRT cannot run the model)
+    tflm: np.ndarray | None         # host TFLM outputs
+    reference: str                  # "tflm" | "litert": what the verdict compares with
+    host_note: str | None
+
+
+def prepare(model_path: str | os.PathLike, data: str | os.PathLike, n: int, *, runtime: str = "tflm",
+            host_tflm: bool = True, max_lsb: int = 1, min_agreement: float = 0.99) -> Prepared:
+    """Check the limits, read the model and ``n`` samples, and run them on the host.
+
+    ``runtime`` is the board's runtime: a TFLM board is compared with host TFLM (the same kernels'
+    arithmetic), a LiteRT board with host LiteRT.
+    """
     from edgekit.conversion.data import load_data
-    from edgekit.link.device import connect, ensure_model
     from edgekit.profiling import model_facts
 
     if n < 1:
@@ -105,62 +148,110 @@ def validate(model_path: str | os.PathLike, data: str | os.PathLike, board: str 
     ispec, ospec = facts.inputs[0], facts.outputs[0]
     ds = load_data(data, ispec["shape"][1:], what="validation data").head(n)
     xq = quantize_input(ds.x.reshape(len(ds), *ispec["shape"][1:]), ispec)
-    odtype = np.dtype(ospec["dtype"])
-
+    labels = ds.y if ds.y is not None and ds.is_classification and ds.y.ndim == 1 else None
     host_note = None
     try:
-        host = _litert_outputs(model, xq)
-        reference = "litert"
+        litert = _litert_outputs(model, xq)
     except (ValueError, RuntimeError) as e:
         # e.g. LUT-compressed models (TFLM DECODE ops) or TFLM-era quantization LiteRT refuses
-        host, reference = None, "tflm"
-        host_note = f"LiteRT cannot run this model ({str(e).splitlines()[0][:160]}); the host reference is TFLM"
+        litert = None
+        host_note = f"LiteRT cannot run this model ({str(e).splitlines()[0][:160]})"
     tflm = None
-    if host_tflm or host is None:
+    if host_tflm or litert is None or runtime == "tflm":
         from edgekit.model import tflm_host
 
         tflm = tflm_host.invoke(model, xq)["outputs"][0].reshape(len(xq), -1)
-    if host is None:
-        host = tflm
+    reference = "tflm" if (runtime == "tflm" or litert is None) else "litert"
+    return Prepared(path=path, model=model, xq=xq, odtype=np.dtype(ospec["dtype"]), labels=labels,
+                    litert=litert, tflm=tflm, reference=reference, host_note=host_note)
 
-    device_out = []
-    times = []
-    with connect(board, port, baud=baud, virtual_options=virtual_options) as conn:
-        ensure_model(conn, model, progress)
-        for k in range(len(xq)):
-            res = conn.session.invoke(xq[k].tobytes())
-            device_out.append(np.frombuffer(res.output, dtype=odtype).copy())
-            times.append(res.time_ns / 1000.0)
-            if progress:
-                progress("validate", k + 1, len(xq))
-    dev = np.stack(device_out).reshape(len(xq), -1)
 
-    integer = np.issubdtype(odtype, np.integer)
-    diff = np.abs(dev.astype(np.float64) - host.astype(np.float64))
-    max_abs = float(diff.max()) if diff.size else 0.0
-    lsb = int(max_abs) if integer else None
-    agreement = float(np.mean(dev.argmax(axis=1) == host.argmax(axis=1)))
-    agreement_tflm = lsb_tflm = None
-    if tflm is not None:
-        agreement_tflm = float(np.mean(dev.argmax(axis=1) == tflm.argmax(axis=1)))
-        d2 = np.abs(dev.astype(np.float64) - tflm.astype(np.float64))
-        lsb_tflm = int(d2.max()) if integer and d2.size else None
+def _diff(dev: np.ndarray, host: np.ndarray, integer: bool) -> tuple[float, int | None, float]:
+    d = np.abs(dev.astype(np.float64) - host.astype(np.float64))
+    max_abs = float(d.max()) if d.size else 0.0
+    return max_abs, (int(max_abs) if integer else None), float(np.mean(dev.argmax(axis=1) == host.argmax(axis=1)))
+
+
+def compare(prep: Prepared, device_outputs: list[bytes], times_us: list[float], *, board: str, max_lsb: int,
+            min_agreement: float, diagnosis: list[str] | None = None) -> ValidationResult:
+    """The verdict: device outputs against the reference (and the other host runtime, for information)."""
+    n = len(prep.xq)
+    dev = np.stack([np.frombuffer(o, dtype=prep.odtype).copy() for o in device_outputs]).reshape(n, -1)
+    integer = np.issubdtype(prep.odtype, np.integer)
+    host = prep.tflm if prep.reference == "tflm" else prep.litert
+    max_abs, lsb, agreement = _diff(dev, host, integer)
+    agreement_tflm = lsb_tflm = agreement_litert = lsb_litert = None
+    if prep.tflm is not None:
+        _, lsb_tflm, agreement_tflm = _diff(dev, prep.tflm, integer)
+    if prep.litert is not None:
+        _, lsb_litert, agreement_litert = _diff(dev, prep.litert, integer)
     acc_dev = acc_host = None
-    if ds.y is not None and ds.is_classification and ds.y.ndim == 1:
-        acc_dev = float(np.mean(dev.argmax(axis=1) == ds.y))
-        acc_host = float(np.mean(host.argmax(axis=1) == ds.y))
+    if prep.labels is not None:
+        acc_dev = float(np.mean(dev.argmax(axis=1) == prep.labels))
+        acc_host = float(np.mean(host.argmax(axis=1) == prep.labels))
     failures = []
     if agreement < min_agreement:
         failures.append(f"argmax agreement {agreement:.2%} < {min_agreement:.2%}")
     if lsb is not None and lsb > max_lsb:
         failures.append(f"outputs differ by up to {lsb} LSBs (limit {max_lsb})")
-    result = ValidationResult(
-        model=str(path), board=board, samples=len(xq), agreement=agreement,
+    exact = float(np.mean(np.all(dev == host, axis=1))) if host.shape == dev.shape else None
+    return ValidationResult(
+        model=str(prep.path), board=board, samples=n, agreement=agreement,
         agreement_tflm=agreement_tflm, max_lsb=lsb, max_lsb_tflm=lsb_tflm, max_abs_diff=max_abs,
         max_lsb_limit=max_lsb, min_agreement=min_agreement, accuracy_device=acc_dev,
-        accuracy_host=acc_host, latency_us_mean=float(np.mean(times)) if times else None,
-        passed=not failures, failures=failures, host_reference=reference, host_note=host_note)
+        accuracy_host=acc_host, latency_us_mean=float(np.mean(times_us)) if times_us else None,
+        passed=not failures, failures=failures, host_reference=prep.reference, host_note=prep.host_note,
+        agreement_litert=agreement_litert, max_lsb_litert=lsb_litert, exact_fraction=exact,
+        diagnosis=list(diagnosis or []) if failures else [])
+
+
+def diagnose(model: bytes, facts) -> list[str]:
+    """Why a TFLM runtime may compute this model wrong: the runtime facts' known problems, named."""
+    if facts is None:
+        return []
+    from edgekit.tflm.compat import check_model
+
+    return [f"{p.op}: {p.message}" for p in check_model(model, facts)]
+
+
+def validate_link(runner, model_path, data, *, port: str | None = None, baud: int | None = None, n: int = 100,
+                  max_lsb: int = 1, min_agreement: float = 0.99, progress: ProgressFn | None = None,
+                  raise_on_fail: bool = True, host_tflm: bool = True) -> ValidationResult:
+    """Validate over protocol v1 with a :class:`~edgekit.runners.link.LinkRunner`'s device."""
+    from edgekit.link.device import ensure_model
+
+    board = runner.board
+    prep = prepare(model_path, data, n, runtime=board.runtime, host_tflm=host_tflm, max_lsb=max_lsb,
+                   min_agreement=min_agreement)
+    outputs, times = [], []
+    with runner.open_link(port=port, baud=baud, models=[prep.model]) as conn:
+        ensure_model(conn, prep.model, progress)
+        counts = (conn.timing or {}).get("unit") == "instructions"
+        for k in range(len(prep.xq)):
+            res = conn.session.invoke(prep.xq[k].tobytes())
+            outputs.append(res.output)
+            if not counts:
+                times.append(res.time_ns / 1000.0)
+            if progress:
+                progress("validate", k + 1, len(prep.xq))
+        firmware = conn.firmware
+    result = compare(prep, outputs, times, board=board.id, max_lsb=max_lsb, min_agreement=min_agreement,
+                     diagnosis=diagnose(prep.model, runtime_facts_of(board, firmware)))
+    result.timing = dict(conn.timing or {})
+    if firmware:
+        result.firmware = {k: firmware.get(k) for k in ("tree", "kernels", "sizes", "machine", "fit")}
     if raise_on_fail:
         result.raise_if_failed()
     return result
 
+
+def runtime_facts_of(board, firmware: dict | None):
+    """The TFLM runtime facts of what ran: the firmware's tree when one was built, else the board file's."""
+    from edgekit.tflm.compat import RuntimeFacts, facts_from_board
+
+    tree = (firmware or {}).get("tree")
+    if tree:
+        return RuntimeFacts(label=tree["label"], source=f"TFLM tree {tree['root']}", ops=None,
+                            decode=bool(tree["decode"]),
+                            per_channel_fully_connected=bool(tree["per_channel_fully_connected"]))
+    return facts_from_board(board)

@@ -37,11 +37,18 @@ def _representative(shape: tuple[int, ...], count: int = 16, seed: int = SEED):
     return gen
 
 
-def convert_keras(model, *, int8: bool, input_shape: tuple[int, ...] | None = None) -> bytes:
-    """Convert a Keras model to .tflite bytes: full-integer int8 (int8 in/out) or plain float32."""
+def convert_keras(model, *, int8: bool, input_shape: tuple[int, ...] | None = None,
+                  dense_per_tensor: bool = False) -> bytes:
+    """Convert a Keras model to .tflite bytes: full-integer int8 (int8 in/out) or plain float32.
+
+    ``dense_per_tensor``: one weight scale per Dense layer (the converter's default is one per
+    output channel).
+    """
     from edgekit._tf import tf
 
     conv = tf().lite.TFLiteConverter.from_keras_model(model)
+    if dense_per_tensor:
+        conv._experimental_disable_per_channel_quantization_for_dense_layers = True
     if int8:
         shape = input_shape or tuple(int(d) for d in model.input_shape[1:])
         conv.optimizations = [tf().lite.Optimize.DEFAULT]
@@ -70,10 +77,12 @@ def int8_cnn() -> bytes:
     return convert_keras(int8_cnn_keras(), int8=True)
 
 
-def digits_cnn() -> bytes:
+def digits_cnn(dense_per_tensor: bool = False) -> bytes:
     """Full-integer int8 CNN sized like an sklearn-digits classifier (8x8x1 in, 10 out), ~20k params.
 
     Conv2D(16, 3x3, same) -> Conv2D(32, 3x3, same) -> MaxPool 2x2 -> Flatten -> Dense(32) -> Dense(10).
+    Its dense layers are quantized per output channel (the converter's default) unless
+    ``dense_per_tensor``.
     """
     k = _keras()
     model = k.Sequential([
@@ -85,7 +94,22 @@ def digits_cnn() -> bytes:
         k.layers.Dense(32, activation="relu"),
         k.layers.Dense(10),
     ])
-    return convert_keras(model, int8=True)
+    return convert_keras(model, int8=True, dense_per_tensor=dense_per_tensor)
+
+
+def int8_cnn_per_tensor() -> bytes:
+    """int8_cnn with per-tensor dense weights (what the Arduino boards' pinned TFLM library runs right)."""
+    return convert_keras(int8_cnn_keras(), int8=True, dense_per_tensor=True)
+
+
+def digits_cnn_per_tensor() -> bytes:
+    """digits_cnn with per-tensor dense weights (what TFLM runtimes without per-channel dense need)."""
+    return digits_cnn(dense_per_tensor=True)
+
+
+def lut_digits_cnn() -> bytes:
+    """The LUT-compressed CNN of lut_compressed_cnn (TFLM_DECODE ops; 12x12x1 in, 10 out)."""
+    return lut_compressed_cnn()[1]
 
 
 def float_cnn() -> bytes:
@@ -216,6 +240,9 @@ BUILDERS: dict[str, Callable[[], bytes]] = {
     "int8_dense": int8_dense,
     "float_lstm": float_lstm,
     "digits_cnn": digits_cnn,
+    "digits_cnn_per_tensor": digits_cnn_per_tensor,
+    "int8_cnn_per_tensor": int8_cnn_per_tensor,
+    "lut_digits_cnn": lut_digits_cnn,
 }
 
 

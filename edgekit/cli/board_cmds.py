@@ -87,13 +87,15 @@ def register(app: typer.Typer) -> None:
         out.result(data, human)
 
     @app.command("doctor")
-    def doctor(json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
-        """Check which build/flash tools, Python runtimes and serial ports this machine has."""
+    def doctor(json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+               tflm_src: Optional[Path] = typer.Option(None, "--tflm-src",
+                                                       help="Also describe this TFLM source tree.")) -> None:
+        """Check which build/flash tools, Python runtimes, TFLM source trees and serial ports this machine has."""
         from edgekit.cli.output import Output
         from edgekit.diagnostics import doctor as run_doctor
 
         out = Output(json_mode=json_out)
-        report = run_doctor()
+        report = run_doctor(tflm_src=tflm_src)
 
         def human(o: Output, r) -> None:
             from rich.markup import escape
@@ -112,6 +114,19 @@ def register(app: typer.Typer) -> None:
                     c.print(f"  [green]ok[/green]       {rt['module']:<30} {rt['version'] or ''}")
                 else:
                     c.print(f"  [yellow]missing[/yellow]  {rt['module']:<30} {rt['purpose']}")
+            c.print("\n[bold]TFLM source trees[/bold] (for --board qemu-m4 and --emulate)")
+            if not r["tflm_trees"]:
+                c.print("  none found: pass --tflm-src, set EDGEKIT_TFLM_SRC, or install the board's library "
+                        "with arduino-cli")
+            for t in r["tflm_trees"]:
+                state = "[green]ok[/green]     " if not t["problems"] else "[yellow]broken[/yellow] "
+                c.print(f"  {state}  {escape(t['label'])} ({t['layout']}, from {t['origin']}): {escape(t['root'])}")
+                c.print(f"           {t['op_count']} resolver ops; DECODE {'yes' if t['decode'] else 'no'}; "
+                        f"per-channel FULLY_CONNECTED {'yes' if t['per_channel_fully_connected'] else 'no'}; "
+                        f"{t['kernels']} kernels; flatbuffers {t['flatbuffers_version'] or '?'}"
+                        + (f"; needs -D{' -D'.join(t['defines'])}" if t["defines"] else ""))
+            for ref in r["tflm_refused"]:
+                c.print(f"  [yellow]refused[/yellow]  {escape(ref['folder'])} ({ref['origin']}): {escape(ref['reason'])}")
             c.print("\n[bold]serial ports[/bold]")
             if not r["ports"]:
                 c.print("  none found")

@@ -73,6 +73,11 @@ def register(app: typer.Typer) -> None:
                                       help="Keep signatures, names and metadata TFLM never reads."),
         unsafe_allow_lambda: bool = typer.Option(False, "--unsafe-allow-lambda",
                                                  help="Load models with Lambda layers (runs their code)."),
+        board: Optional[str] = typer.Option(None, "--board", "-b",
+                                            help="Make what this board's TFLM runtime runs correctly (per-tensor "
+                                                 "dense weights where it needs them; refuses --compress without DECODE)."),
+        dense_per_tensor: bool = typer.Option(False, "--dense-per-tensor",
+                                              help="One weight scale per dense layer (not per output channel)."),
         json_out: bool = typer.Option(False, "--json", help="Print report.json on stdout."),
         quiet: bool = typer.Option(False, "-q", "--quiet"),
     ) -> None:
@@ -95,12 +100,13 @@ def register(app: typer.Typer) -> None:
             rec = Recipe.from_flags(prune=prune, cluster=cluster, qat=qat, quantize=quantize,
                                     float_io=float_io, compress=compress, epochs=epochs,
                                     batch_size=batch_size, learning_rate=learning_rate,
-                                    calibration_samples=calibration_samples, seed=seed, strip=not no_strip)
+                                    calibration_samples=calibration_samples, seed=seed, strip=not no_strip,
+                                    dense_per_tensor=dense_per_tensor)
         from edgekit.conversion.pipeline import convert as run_convert
 
         with output.progress() as progress, _tf.quiet_native():
             result = run_convert(model, data, eval_data, rec, out, allow_lambda=unsafe_allow_lambda,
-                                 progress=progress, warn=output.warn)
+                                 progress=progress, warn=output.warn, board=board)
         output.result(result.report, _human)
         if not json_out and not quiet:
             output.info(f"wrote {out}/ ({', '.join(result.written) or 'unchanged'})")

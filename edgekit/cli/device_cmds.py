@@ -18,33 +18,50 @@ def _fmt_us(v: float | None) -> str:
     return f"{v / 1000:.3f} ms" if v >= 1000 else f"{v:.1f} µs"
 
 
+def _fmt_count(v: float | None) -> str:
+    return "-" if v is None else f"{v:,.0f}"
+
+
 def _print_profile(out: Output, data: dict) -> None:
     from rich.table import Table
 
     c = out.console
-    lat = data["latency_us"]
+    lat = data.get("latency_us")
+    ins = data.get("instructions")
     dev = data["device"]
+    timing = data.get("timing") or {}
     c.print(f"[bold]{Path(data['model']['path']).name}[/] on [bold]{data['board']['id']}[/] "
             f"({dev['firmware_version']}), {data['runs']} runs after {data['warmup']} warm-up")
+    if timing.get("label"):
+        c.print(f"[dim]numbers:[/] {timing['label']}")
     if data["board"].get("notes"):
         c.print(f"[yellow]note:[/] {data['board']['notes']}")
-    t = Table(title="latency per inference", show_header=True)
     keys = ("mean", "median", "p90", "p99", "min", "max", "std")
-    for col in keys:
-        t.add_column(col, justify="right", no_wrap=True)
-    t.add_row(*(_fmt_us(lat[k]) for k in keys))
-    c.print(t)
-    c.print(f"95% confidence interval of the mean: {_fmt_us(lat['ci95_low'])} – {_fmt_us(lat['ci95_high'])}")
+    if ins:
+        t = Table(title="instructions per inference (emulated target)", show_header=True)
+        for col in keys:
+            t.add_column(col, justify="right", no_wrap=True)
+        t.add_row(*(_fmt_count(ins[k]) for k in keys))
+        c.print(t)
+    if lat:
+        title = "latency per inference" + (" (host time)" if timing.get("source") == "host" else "")
+        t = Table(title=title, show_header=True)
+        for col in keys:
+            t.add_column(col, justify="right", no_wrap=True)
+        t.add_row(*(_fmt_us(lat[k]) for k in keys))
+        c.print(t)
+        c.print(f"95% confidence interval of the mean: {_fmt_us(lat['ci95_low'])} – {_fmt_us(lat['ci95_high'])}")
     if data.get("per_op"):
         ops = Table(title="per op", show_header=True)
-        for col in ("op", "count", "mean", "share"):
+        for col in ("op", "count", "instructions" if ins else "mean", "share"):
             ops.add_column(col, justify="right" if col != "op" else "left")
         for op in data["per_op"]:
-            ops.add_row(op["name"], str(op["count"]), _fmt_us(op["mean_us"]), f"{op['share']:.0%}")
+            value = _fmt_count(op.get("instructions_mean")) if ins else _fmt_us(op.get("mean_us"))
+            ops.add_row(op["name"], str(op["count"]), value, f"{op['share']:.0%}")
         c.print(ops)
     elif data.get("per_op_note"):
         c.print(f"per-op timing: not available; {data['per_op_note']}")
-    m, r, e = data["memory"], data["roofline"], data["energy"]
+    m, r, e = data["memory"], data.get("roofline") or {}, data.get("energy")
     facts = Table(show_header=False, box=None)
     facts.add_column(style="dim")
     facts.add_column()
@@ -52,45 +69,96 @@ def _print_profile(out: Output, data: dict) -> None:
         facts.add_row("arena used", f"{m['arena_used_bytes']:,} B of {m['arena_bytes']:,} B")
     if r.get("macs"):
         facts.add_row("MACs", f"{r['macs']:,}")
-        facts.add_row("compute bound", f"{_fmt_us(r['compute_bound_us'])} at {r['peak_macs_per_cycle']} "
-                      f"MACs/cycle, {r['clock_hz'] / 1e6:.0f} MHz")
-        facts.add_row("achieved", f"{r['achieved_macs_per_cycle']:.3f} MACs/cycle")
-    facts.add_row("energy (estimate)", f"{e['per_inference_uj']:.3f} µJ per inference "
-                  f"({e['active_power_mw']} mW active)")
-    fb = e.get("float_baseline")
+        if r.get("compute_bound_us") is not None:
+            facts.add_row("compute bound", f"{_fmt_us(r['compute_bound_us'])} at {r['peak_macs_per_cycle']} "
+                          f"MACs/cycle, {r['clock_hz'] / 1e6:.0f} MHz")
+            facts.add_row("achieved", f"{r['achieved_macs_per_cycle']:.3f} MACs/cycle")
+        if r.get("instructions_per_mac") is not None:
+            facts.add_row("instructions per MAC", f"{r['instructions_per_mac']:.2f}")
+    if e:
+        facts.add_row("energy (estimate)", f"{e['per_inference_uj']:.3f} µJ per inference "
+                      f"({e['active_power_mw']} mW active)")
+    fb = (e or {}).get("float_baseline") or data.get("float_baseline")
     if fb:
         if "saved_uj" in fb:
             frac = fb.get("saved_fraction")
             facts.add_row("vs float model", f"{fb['per_inference_uj']:.3f} µJ; saves {fb['saved_uj']:.3f} µJ"
                           + (f" ({frac:.0%})" if frac is not None else ""))
+        elif "instructions_mean" in fb and ins:
+            facts.add_row("float model", f"{fb['instructions_mean']:,.0f} instructions per inference "
+                          f"({fb['instructions_mean'] / ins['mean']:.2f}x this model)")
+        elif "latency_us_mean" in fb:
+            facts.add_row("float model", f"{_fmt_us(fb['latency_us_mean'])} mean on the same device")
         else:
             facts.add_row("vs float model", f"skipped: {fb.get('skipped')}")
+    fw = data.get("firmware")
+    if fw:
+        sizes = fw.get("sizes") or {}
+        facts.add_row("firmware", f"{fw['tree']['label']} ({fw['kernels']} kernels), text {sizes.get('text', 0):,} B, "
+                      f"data {sizes.get('data', 0):,} B, bss {sizes.get('bss', 0):,} B")
+        fit = fw.get("fit")
+        if fit:
+            facts.add_row("linked fit", f"flash {fit['flash_used_bytes']:,} of {fit['flash_bytes']:,} B, "
+                          f"RAM {fit['ram_used_bytes']:,} of {fit['ram_bytes']:,} B (no Arduino core in it)")
     up = data.get("upload")
     if up:
         facts.add_row("upload", f"{up['total_bytes']:,} B in {up['seconds']:.2f} s "
                       f"(chunks of {up['chunk_size']} B)")
     c.print(facts)
+    for note in data.get("notes") or []:
+        c.print(f"[dim]note:[/] {note}")
 
 
 def _print_validation(out: Output, data: dict) -> None:
     from rich.table import Table
 
-    t = Table(title=f"device vs host on {data['samples']} samples", show_header=True)
+    t = Table(title=f"{data['board']} vs host on {data['samples']} samples", show_header=True)
     t.add_column("check")
     t.add_column("value", justify="right")
     t.add_column("limit", justify="right")
-    ref = {"litert": "LiteRT", "tflm": "host TFLM"}.get(data.get("host_reference", "litert"), "host")
+    names = {"litert": "host LiteRT", "tflm": "host TFLM"}
+    ref = names.get(data.get("host_reference", "tflm"), "host")
     t.add_row(f"argmax agreement (device vs {ref})", f"{data['agreement']:.2%}", f"≥ {data['min_agreement']:.2%}")
-    if data.get("agreement_tflm") is not None and ref != "host TFLM":
-        t.add_row("argmax agreement (device vs host TFLM)", f"{data['agreement_tflm']:.2%}", "")
-    t.add_row("max |difference| (output LSBs)", str(data["max_lsb"]), f"≤ {data['max_lsb_limit']}")
+    t.add_row(f"max |difference| (output LSBs, vs {ref})", str(data["max_lsb"]), f"≤ {data['max_lsb_limit']}")
+    if data.get("exact_fraction") is not None:
+        t.add_row(f"samples equal to {ref}", f"{data['exact_fraction']:.2%}", "")
+    other = "litert" if data.get("host_reference") == "tflm" else "tflm"
+    if data.get(f"agreement_{other}") is not None:
+        t.add_row(f"argmax agreement (device vs {names[other]}, for information)",
+                  f"{data[f'agreement_{other}']:.2%}", "")
+        if data.get(f"max_lsb_{other}") is not None:
+            t.add_row(f"max |difference| (vs {names[other]}, for information)", str(data[f"max_lsb_{other}"]), "")
     if data.get("accuracy_device") is not None:
         t.add_row("accuracy on device", f"{data['accuracy_device']:.2%}", "")
         t.add_row(f"accuracy on host ({ref})", f"{data['accuracy_host']:.2%}", "")
     out.console.print(t)
+    if (data.get("timing") or {}).get("label"):
+        out.console.print(f"device: {data['timing']['label']}")
     if data.get("host_note"):
         out.console.print(f"note: {data['host_note']}")
+    for cause in data.get("diagnosis") or []:
+        out.console.print(f"[red]likely cause:[/] {cause}")
     out.console.print("[green]passed[/]" if data["passed"] else "[red]failed[/]")
+
+
+def runner_options(pairs: list[str] | None, **named) -> dict:
+    """Runner options from ``--opt name=value`` pairs and named flags (only those given)."""
+    from edgekit.errors import UsageError
+
+    opts = {k: v for k, v in named.items() if v is not None}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--opt takes name=value, got {pair!r}", hint="e.g. --opt host=pi@raspberrypi.local")
+        opts[key.strip().replace("-", "_")] = value
+    return opts
+
+
+_OPT_HELP = "A runner option, name=value (repeatable); `edgekit boards B` lists the board's runner options."
+_EMULATE_HELP = ("Run the board's own firmware (its TFLM library, buffers, model built in) on the emulated "
+                 "Cortex-M4 instead of the board: instruction counts, outputs as the board would compute them.")
+_TFLM_SRC_HELP = ("TFLM source tree for emulated builds: an Arduino TFLM library folder or a tflite-micro "
+                  "checkout (default: $EDGEKIT_TFLM_SRC, then the library arduino-cli installed).")
 
 
 def register(app: typer.Typer) -> None:
@@ -138,6 +206,8 @@ def register(app: typer.Typer) -> None:
         runs: int = typer.Option(200, "--runs", help="Timed runs."),
         warmup: int = typer.Option(10, "--warmup", help="Untimed runs first."),
         baud: Optional[int] = typer.Option(None, "--baud", help="Baud rate (default: the board's)."),
+        emulate: bool = typer.Option(False, "--emulate", help=_EMULATE_HELP),
+        tflm_src: Optional[Path] = typer.Option(None, "--tflm-src", help=_TFLM_SRC_HELP),
         no_baseline: bool = typer.Option(False, "--no-float-baseline",
                                          help="Do not profile model_float.tflite next to the model."),
         out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the JSON here."),
@@ -145,35 +215,28 @@ def register(app: typer.Typer) -> None:
         host: Optional[str] = typer.Option(None, "--host", help="ssh boards (Raspberry Pi): [user@]host."),
         remote_python: Optional[str] = typer.Option(None, "--remote-python",
                                                     help="ssh boards: python on the board (default python3)."),
-        threads: int = typer.Option(1, "--threads", help="ssh/adb boards: LiteRT CPU threads."),
-        xnnpack: bool = typer.Option(True, "--xnnpack/--no-xnnpack", help="ssh/adb boards: XNNPACK delegate."),
+        threads: Optional[int] = typer.Option(None, "--threads", help="ssh/adb boards: LiteRT CPU threads."),
+        xnnpack: Optional[bool] = typer.Option(None, "--xnnpack/--no-xnnpack",
+                                               help="ssh/adb boards: XNNPACK delegate (default on)."),
         device: Optional[str] = typer.Option(None, "--device", help="adb boards: device serial (adb -s)."),
         benchmark_binary: Optional[Path] = typer.Option(None, "--benchmark-binary",
                                                         help="adb boards: LiteRT benchmark_model for the device; ssh "
                                                              "boards: use it (per-op times) instead of the agent."),
+        opt: Optional[list[str]] = typer.Option(None, "--opt", help=_OPT_HELP),
     ) -> None:
-        """Measure a model on a board: latency stats, arena, roofline, energy estimate."""
+        """Measure a model on a board: latency (or instruction counts when emulated), per op, arena."""
         from edgekit.cli.output import dumps
         from edgekit.fileio import write_text
         from edgekit.profiling import profile
 
-        from edgekit.boards import load_board
-
         out = Output(json_mode=json_out)
-        board_info = load_board(board)
-        if board_info.runner in ("ssh", "adb"):     # LiteRT on a Linux board or a phone
-            from edgekit.runners import get_runner
-
-            bench = str(benchmark_binary) if benchmark_binary else None
-            opts = ({"host": host, "remote_python": remote_python, "benchmark_binary": bench}
-                    if board_info.runner == "ssh" else {"serial": device, "benchmark_binary": bench})
-            runner = get_runner(board_info.runner)(board_info, options={k: v for k, v in opts.items() if v})
-            result = runner.run("profile", model_path=model, runs=runs, warmup=warmup, threads=threads,
-                                xnnpack=xnnpack)
-        else:
-            with out.progress() as report:
-                result = profile(model, board=board, port=port, runs=runs, warmup=warmup, progress=report,
-                                 baud=baud, float_baseline=not no_baseline)
+        options = runner_options(opt, host=host, remote_python=remote_python, threads=threads, xnnpack=xnnpack,
+                                 serial=device, benchmark_binary=str(benchmark_binary) if benchmark_binary else None,
+                                 tflm_src=str(tflm_src) if tflm_src else None)
+        with out.progress() as report:
+            result = profile(model, board=board, port=port, runs=runs, warmup=warmup, progress=report,
+                             baud=baud, float_baseline=not no_baseline, emulate=emulate, options=options,
+                             log=out.log_line)
         data = result.to_dict()
         if out_file is not None:
             write_text(out_file, dumps(data) + "\n", skip_if_same=False)
@@ -191,14 +254,20 @@ def register(app: typer.Typer) -> None:
         min_agreement: float = typer.Option(0.99, "--min-agreement",
                                             help="Smallest allowed argmax agreement (0..1)."),
         baud: Optional[int] = typer.Option(None, "--baud", help="Baud rate (default: the board's)."),
+        emulate: bool = typer.Option(False, "--emulate", help=_EMULATE_HELP),
+        tflm_src: Optional[Path] = typer.Option(None, "--tflm-src", help=_TFLM_SRC_HELP),
+        host: Optional[str] = typer.Option(None, "--host", help="ssh boards (Raspberry Pi): [user@]host."),
+        opt: Optional[list[str]] = typer.Option(None, "--opt", help=_OPT_HELP),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
     ) -> None:
         """Run real samples on the device and on the host; fail (exit 10) past the thresholds."""
         from edgekit.validation import validate
 
         out = Output(json_mode=json_out)
+        options = runner_options(opt, host=host, tflm_src=str(tflm_src) if tflm_src else None)
         with out.progress() as report:
             result = validate(model, data, board=board, port=port, n=n, max_lsb=max_lsb,
-                              min_agreement=min_agreement, progress=report, baud=baud, raise_on_fail=False)
+                              min_agreement=min_agreement, progress=report, baud=baud, raise_on_fail=False,
+                              emulate=emulate, options=options, log=out.log_line)
         out.result(result.to_dict(), human=_print_validation)
         result.raise_if_failed()

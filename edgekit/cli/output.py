@@ -78,6 +78,12 @@ class Output:
         if not self.quiet and not self.json_mode:
             self.err.print(message)
 
+    def log_line(self, line: str) -> None:
+        """A runner's log line: steps (``# ...``) to stderr; commands (``$ ...``) with EDGEKIT_VERBOSE=1."""
+        if line.startswith("$ ") and os.environ.get("EDGEKIT_VERBOSE", "") in ("", "0"):
+            return
+        self.info(line)
+
     def warn(self, message: str) -> None:
         # Warnings go to stderr in every mode (stdout stays one JSON document).
         self.errfile.write(f"edgekit: warning: {message}\n")

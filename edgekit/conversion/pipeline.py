@@ -102,7 +102,8 @@ def _tflite_sparsity(model: bytes) -> list[dict]:
 def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe | None = None,
             out_dir: str | Path | None = None, *, allow_lambda: bool = False,
             progress: ProgressFn | None = None,
-            warn: Callable[[str], None] | None = None, stage_cache: dict | None = None) -> ConvertResult:
+            warn: Callable[[str], None] | None = None, stage_cache: dict | None = None,
+            board: Any = None) -> ConvertResult:
     """Shrink and convert a Keras model.
 
     model: path to .keras / .h5 / SavedModel folder, or a tf_keras model object.
@@ -110,6 +111,9 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
     recipe: a Recipe (default: int8 post-training quantization). out_dir: artifact folder or None.
     stage_cache: a dict shared between calls (sweeps) so that runs whose recipes share a prefix
     (same prune settings, say) reuse the fine-tuned model of that prefix instead of training again.
+    board: an id or Board: the recipe is adjusted to what that board's TFLM runtime runs correctly
+    (per-tensor dense weights where it lacks per-channel FULLY_CONNECTED; LUT compression refused
+    where it lacks DECODE), before any work starts.
     """
     from edgekit.optimize import tfmot_adapter as mot
     from edgekit.optimize.loading import LoadedModel, load_model
@@ -117,6 +121,17 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
 
     recipe = (recipe or Recipe()).check()
     warn = warn or (lambda msg: None)
+    board_doc = None
+    if board is not None:
+        from edgekit.boards import Board, load_board
+        from edgekit.optimize.recipe import recipe_for_runtime
+        from edgekit.tflm.compat import facts_from_board
+
+        board = board if isinstance(board, Board) else load_board(str(board))
+        recipe, board_notes = recipe_for_runtime(recipe, facts_from_board(board), board.id)
+        for note in board_notes:
+            warn(note)
+        board_doc = {"id": board.id, "notes": board_notes}
     t_start = time.perf_counter()
     stages: list[dict] = []
     if out_dir is not None:
@@ -164,9 +179,9 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
     def quantize(keras_model, saved_model_dir) -> bytes:
         t0 = time.perf_counter()
         out = to_tflite(keras_model=keras_model, saved_model_dir=saved_model_dir,
-                        mode=q.mode, io=q.io, calibration=calib)
-        stage("quantize", {"mode": q.mode, "io": q.io, "calibration_samples": 0 if calib is None else len(calib)},
-              t0, bytes=len(out))
+                        mode=q.mode, io=q.io, calibration=calib, dense_per_tensor=q.dense_per_tensor)
+        stage("quantize", {"mode": q.mode, "io": q.io, "calibration_samples": 0 if calib is None else len(calib),
+                           "dense_per_tensor": q.dense_per_tensor}, t0, bytes=len(out))
         return out
 
     # float32 baseline of the input model; without training stages the quantized model is converted
@@ -255,6 +270,7 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
         "origin": loaded.origin,
         "recipe": recipe.to_dict(),
         "recipe_summary": recipe.describe(),
+        "board": board_doc,
         "runtime": "tflm" if recipe.compress is not None else "litert+tflm",
         "needs_tflm": recipe.compress is not None,
         "model_sha256": sha256(final),

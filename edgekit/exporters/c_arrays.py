@@ -202,11 +202,13 @@ def _write_source(path: Path, prefix: str, header_name: str, info, data: bytes, 
     return written
 
 
-def _write_ops(path: Path, prefix: str, guard: str, info, methods: list[tuple[str, str]], board) -> None:
+def write_op_resolver(path: Path, prefix: str, guard: str, banner: list[str],
+                      methods: list[tuple[str, str]]) -> None:
+    """model_ops.h: ``register_<name>_ops()`` adding exactly ``methods`` ((op, resolver method) pairs)."""
     from edgekit.fileio import write_text
 
     n = len(methods)
-    lines = [*_banner("The op resolver for this model: exactly its ops, nothing else.", info, board), "",
+    lines = [*banner, "",
              f"#ifndef {guard}", f"#define {guard}", "",
              '#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"', "",
              f"constexpr unsigned int {prefix}_op_count = {n};", "",
@@ -258,11 +260,13 @@ def export_c(model: str | os.PathLike | bytes, out_dir: str | os.PathLike, *, na
     header = out / "model_data.h"
     _write_header(header, prefix, f"{guard_base}_MODEL_DATA_H_", info, arena_const, board)
     source_bytes = _write_source(out / "model_data.cc", prefix, header.name, info, verified.data, board)
-    _write_ops(out / "model_ops.h", prefix, f"{guard_base}_MODEL_OPS_H_", info, methods, board)
+    write_op_resolver(out / "model_ops.h", prefix, f"{guard_base}_MODEL_OPS_H_",
+                      _banner("The op resolver for this model: exactly its ops, nothing else.", info, board),
+                      methods)
 
     warnings = list(info.warnings)
     fit = info.board_fit
-    if fit is not None and fit.fits is False:
+    if fit is not None and fit.fits is False and (fit.flash_margin_bytes < 0 or (fit.ram_margin_bytes or 0) < 0):
         warnings.append(f"the model does not fit {fit.board}: flash margin {fit.flash_margin_bytes} B, "
                         f"RAM margin {fit.ram_margin_bytes} B")
     return CExportResult(out_dir=str(out), name=ident,

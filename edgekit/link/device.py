@@ -1,28 +1,21 @@
-"""Operations shared by profile and validate: reach a board's device and put the model on it.
+"""A device reached over protocol v1, and putting a model on it.
 
-``connect(board, port)`` opens a :class:`DeviceSession` on ``port``; for a board whose runner is the
-virtual board and no port, it starts a :class:`VirtualBoard` in this process first and stops it at
-the end. ``ensure_model`` uploads the model to boards that take models at run time, or checks the
-hash of the flashed model through HELLO.
+:class:`Connection` is what a runner's ``open_link()`` yields (:class:`edgekit.runners.link.LinkRunner`:
+the virtual board starts itself, the emulated board boots QEMU, a serial board resolves its USB port).
+``ensure_model`` uploads the model to devices that take models at run time, or checks the hash of
+the flashed model through HELLO. Nothing here knows one runner from another.
 """
 from __future__ import annotations
 
 import hashlib
-import logging
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
-from edgekit.boards import Board, load_board
-from edgekit.errors import BoardError, UsageError
+from edgekit.boards import Board
+from edgekit.errors import BoardError, DeviceError
 from edgekit.link.frames import Capability, Hello
 from edgekit.link.session import DeviceSession, UploadResult
 from edgekit.progress import ProgressFn
-
-log = logging.getLogger("edgekit.link")
-
-QEMU_RUNNER = "qemu"
-VIRTUAL_RUNNER = "virtual"
 
 
 @dataclass
@@ -31,43 +24,22 @@ class Connection:
     session: DeviceSession
     hello: Hello
     port: str
-    started_virtual_board: bool
+    started_here: bool               # the runner started this device (virtual board, QEMU) for the command
+    # how the device's times are to be read: {"unit": "ns" | "instructions", "source": ..., "label": ...}
+    timing: dict[str, Any] = field(default_factory=dict)
+    firmware: dict[str, Any] | None = None   # what the runner built for it (tree, kernels, ELF sizes)
+    takes_uploads: bool | None = None        # None: the board file's runtime_model_upload decides
+
+    @property
+    def runtime_model_upload(self) -> bool:
+        return self.board.runtime_model_upload if self.takes_uploads is None else self.takes_uploads
 
 
-@contextmanager
-def connect(board: str | Board = "virtual", port: str | None = None, *, baud: int | None = None,
-            virtual_options: dict | None = None) -> Iterator[Connection]:
-    board_obj = board if isinstance(board, Board) else load_board(board)
-    vboard = None
-    if port is None:
-        if board_obj.runner == VIRTUAL_RUNNER:
-            from edgekit.link.virtual_board import VirtualBoard
-
-            vboard = VirtualBoard(board_id=board_obj.id, **(virtual_options or {}))
-            port = vboard.start()
-        elif board_obj.runner == QEMU_RUNNER:
-            # the emulated board: build the firmware (cached), boot QEMU, talk over its pty
-            from edgekit.runners import get_runner
-
-            vboard = get_runner(QEMU_RUNNER)(board_obj).run("run")
-            vboard.boot()
-            port = vboard.port
-        else:
-            raise UsageError(f"board '{board_obj.id}' needs --port (a serial port or pyserial URL)",
-                             hint="e.g. --port /dev/ttyACM0, or --port rfc2217://host:2217")
-    try:
-        session = DeviceSession.open(port, baud or board_obj.baud)
-        try:
-            hello = session.hello()
-            if hello.board_id != board_obj.id and hello.board_id not in board_obj.aliases:
-                log.warning("the device on %s says it is '%s', not '%s'", port, hello.board_id,
-                            board_obj.id)
-            yield Connection(board_obj, session, hello, port, vboard is not None)
-        finally:
-            session.close()
-    finally:
-        if vboard is not None:
-            vboard.stop()
+def check_identity(hello: Hello, board: Board, port: str) -> None:
+    """A device that says it is another board is refused (its numbers would be read as this board's)."""
+    if hello.board_id != board.id and hello.board_id not in board.aliases:
+        raise DeviceError(f"the device on {port} says it is '{hello.board_id}', not {board.id}",
+                          hint=f"pass --board {hello.board_id}, or the port of a {board.id}")
 
 
 def ensure_model(conn: Connection, model: bytes, progress: ProgressFn | None = None) -> UploadResult | None:
@@ -76,7 +48,7 @@ def ensure_model(conn: Connection, model: bytes, progress: ProgressFn | None = N
     hello = conn.session.hello()
     if hello.model_sha256 == digest:
         return None
-    if conn.board.runtime_model_upload and hello.has(Capability.UPLOAD):
+    if conn.runtime_model_upload and hello.has(Capability.UPLOAD):
         return conn.session.upload(model, progress)
     have = hello.model_sha256.hex()[:12] if hello.has_model else "no model"
     raise BoardError(

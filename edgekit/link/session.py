@@ -99,6 +99,7 @@ class DeviceSession:
         self._pending: list[fr.Frame] = []
         self._need_resync = True
         self._invoke_s = 0.0         # last measured round trip of one INVOKE (for PROFILE's wait)
+        self.last_log: str | None = None   # the device's last LOG line (errors quote it)
 
     # -- opening / closing -------------------------------------------------------------------
     @classmethod
@@ -151,6 +152,7 @@ class DeviceSession:
             self.stats.logs += 1
             try:
                 entry = fr.Log.unpack(frame.payload)
+                self.last_log = entry.text
                 self.log_handler(entry.level, entry.text)
             except fr.PayloadError:
                 pass

@@ -75,6 +75,9 @@ class BoardFit:
     peak_int8_macs_per_cycle: float
     clock_hz: int
     latency_bound_us: float      # roofline: MACs / (peak MACs per cycle x clock)
+    # what the board's TFLM runtime cannot run correctly (edgekit.tflm.compat); any makes fits False
+    runtime_problems: list = field(default_factory=list)
+    runtime: str | None = None   # the runtime the problems were checked against, and from where
 
 
 @dataclass
@@ -278,6 +281,17 @@ def inspect(model: str | os.PathLike | bytes | VerifiedModel, board: Any = None,
 
             board = load_board(board)
         fit = board_fit(verified.size_bytes, arena.arena_bytes, total_macs, board)
+        from edgekit.tflm.compat import check_model, facts_from_board
+
+        facts = facts_from_board(board)
+        if facts is not None:
+            fit.runtime = f"{facts.label} ({facts.source})"
+            fit.runtime_problems = [p.to_dict() for p in check_model(verified, facts)]
+            if fit.runtime_problems:
+                fit.fits = False
+                for p in fit.runtime_problems:
+                    warnings.append(f"{board.id} cannot run this model correctly: {p['message']} "
+                                    f"(ways out: {'; or '.join(p['fixes'])})")
 
     return InspectResult(
         source=verified.source, sha256=verified.sha256, model_bytes=verified.size_bytes,

@@ -93,6 +93,9 @@ class QuantizeSpec:
     mode: str = "int8"
     io: str = "int8"
     calibration_samples: int = 300
+    # one weight scale per FULLY_CONNECTED tensor instead of one per output channel (the TF
+    # converter's default); what TFLM runtimes without per-channel dense kernels need
+    dense_per_tensor: bool = False
 
     def check(self) -> None:
         _require(self.mode in QUANT_MODES, "quantize.mode", f"must be one of {', '.join(QUANT_MODES)}")
@@ -167,7 +170,8 @@ class Recipe:
     def from_flags(cls, *, prune: float | None = None, cluster: int | None = None, qat: bool = False,
                    quantize: str = "int8", float_io: bool = False, compress: str | None = None,
                    epochs: int | None = None, batch_size: int = 32, learning_rate: float | None = None,
-                   calibration_samples: int = 300, seed: int = 0, strip: bool = True) -> "Recipe":
+                   calibration_samples: int = 300, seed: int = 0, strip: bool = True,
+                   dense_per_tensor: bool = False) -> "Recipe":
         r = cls(seed=seed, strip=strip)
         r.train = TrainSpec(batch_size=batch_size, learning_rate=learning_rate or TrainSpec.learning_rate)
         if prune is not None and prune != 0:
@@ -177,10 +181,34 @@ class Recipe:
         if qat:
             r.qat = QatSpec(**({"epochs": epochs} if epochs else {}))
         r.quantize = QuantizeSpec(mode=quantize, io="float" if float_io else "int8",
-                                  calibration_samples=calibration_samples)
+                                  calibration_samples=calibration_samples, dense_per_tensor=dense_per_tensor)
         if compress:
             r.compress = parse_compress_flag(compress)
         return r.check()
+
+
+def recipe_for_runtime(recipe: Recipe, facts, board_id: str) -> tuple[Recipe, list[str]]:
+    """``recipe`` adjusted to what a board's TFLM runtime runs correctly (``facts``: RuntimeFacts).
+
+    Returns the recipe and the notes saying what was changed. A runtime without per-channel
+    FULLY_CONNECTED gets per-tensor dense weights; LUT compression on a runtime without DECODE is
+    refused (a RecipeError naming the way out).
+    """
+    import copy
+
+    if facts is None:
+        return recipe, []
+    out = copy.deepcopy(recipe)
+    notes = []
+    if out.compress is not None and not facts.decode:
+        raise RecipeError(f"--compress makes a LUT-compressed model, and {board_id}'s TFLM ({facts.label}) has no "
+                          "DECODE kernel to run it", hint="drop --compress, or build the firmware from a tflite-micro "
+                          "tree that has DECODE (--tflm-src)")
+    if out.quantize.mode == "int8" and not facts.per_channel_fully_connected and not out.quantize.dense_per_tensor:
+        out.quantize.dense_per_tensor = True
+        notes.append(f"dense layers quantized per tensor: {board_id}'s TFLM ({facts.label}) uses one weight scale "
+                     "per FULLY_CONNECTED")
+    return out.check(), notes
 
 
 def parse_compress_flag(text: str) -> CompressSpec:

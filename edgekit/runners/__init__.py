@@ -1,9 +1,12 @@
 """Runners: one class per way of building, flashing or running a model on a board.
 
-A board file names its runner (``runner: arduino-cli``); :func:`get_runner` returns the class. The
-registry is a table of names to ``module`` strings, so listing names (``RUNNER_NAMES``) and validating
-board files imports no runner code. A module is searched for the :class:`~edgekit.runners.base.Runner`
-subclass whose ``name`` matches.
+A board file names its runner (``runner: arduino-cli``); :func:`get_runner` returns the class and
+:func:`runner_for` an instance for a board — the one dispatch behind ``edgekit.profile``,
+``edgekit.validate`` and ``edgekit.flash`` for every kind of board (``emulate=True`` picks the
+emulated board's runner with the board's own firmware). The registry is a table of names to
+``module`` strings, so listing names (``RUNNER_NAMES``) and validating board files imports no
+runner code. A module is searched for the :class:`~edgekit.runners.base.Runner` subclass whose
+``name`` matches.
 """
 from __future__ import annotations
 
@@ -57,3 +60,31 @@ def get_runner(name: str):
 def all_runners() -> dict:
     """name -> Runner class, for every registered runner."""
     return {name: get_runner(name) for name in RUNNER_NAMES}
+
+
+EMULATOR_RUNNER = "qemu"
+
+
+def runner_for(board, *, emulate: bool = False, options: dict | None = None, dry_run: bool = False,
+               log=None, tool=None):
+    """The runner instance that serves ``board`` (an id, alias or Board).
+
+    ``emulate``: run the board's own firmware on the emulated core its board file names
+    (``emulator:``) instead of on the board. ``options`` are the runner's declared options
+    (``edgekit boards B`` lists them); unknown ones are refused.
+    """
+    from edgekit.boards import Board, load_board
+    from edgekit.errors import UsageError
+
+    board = board if isinstance(board, Board) else load_board(str(board))
+    name = board.runner
+    opts = dict(options or {})
+    if emulate:
+        if not board.emulator:
+            raise UsageError(f"board {board.id} ({board.cpu}) cannot be emulated: edgekit emulates Cortex-M4 "
+                             "boards only", hint="boards with an emulator: `edgekit boards` (column emulated)")
+        name = EMULATOR_RUNNER
+        if board.runner != EMULATOR_RUNNER:
+            opts["emulate"] = True
+    cls = get_runner(name)
+    return cls(board, options=opts, dry_run=dry_run, log=log, tool=tool)

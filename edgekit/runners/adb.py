@@ -66,7 +66,9 @@ class AdbRunner(Runner):
     def options_spec(cls):
         return [RunnerOption("serial", "adb device serial (adb -s); required when several are connected"),
                 RunnerOption("benchmark_binary", "LiteRT benchmark_model built for the device (default: on PATH)"),
-                RunnerOption("timeout", "seconds one adb command may take", 300, int)]
+                RunnerOption("timeout", "seconds one adb command may take", 300, int),
+                RunnerOption("threads", "LiteRT CPU threads", 1, int),
+                RunnerOption("xnnpack", "use the XNNPACK delegate", True, bool)]
 
     # -- devices ------------------------------------------------------------------------------------
     def devices(self) -> list[AdbDevice]:
@@ -122,8 +124,10 @@ class AdbRunner(Runner):
                            *command_args(remote_model, runs=runs, warmup=warmup, threads=threads, xnnpack=xnnpack)])
 
     # -- commands -----------------------------------------------------------------------------------
-    def do_profile(self, model_path=None, runs: int = 50, warmup: int = 5, threads: int = 1, xnnpack: bool = True,
-                   **_) -> Any:
+    def do_profile(self, model_path=None, runs: int = 50, warmup: int = 5, threads: int | None = None,
+                   xnnpack: bool | None = None, **_) -> Any:
+        threads = self.options["threads"] if threads is None else threads
+        xnnpack = self.options["xnnpack"] if xnnpack is None else xnnpack
         if model_path is None:
             raise UsageError(f"runner {self.name}: profile needs a model", hint="pass the .tflite file to profile")
         from edgekit.fileio import read_input

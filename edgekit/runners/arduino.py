@@ -10,19 +10,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekit.errors import BoardError
-from edgekit.runners.base import BuildResult, Capabilities, Runner, RunnerOption
+from edgekit.runners.base import BuildResult, Capabilities, RunnerOption
+from edgekit.runners.link import LinkRunner
 
 SKETCH_NAME = "edgekit_runner"
 BUILD_TIMEOUT_S = 1800.0   # a first TFLM build with a fresh core download is slow
 UPLOAD_TIMEOUT_S = 180.0
 
 
-class ArduinoCliRunner(Runner):
+class ArduinoCliRunner(LinkRunner):
     name = "arduino-cli"
     description = "compile with arduino-cli and upload over the board's USB serial port"
     project_format = "arduino"
     enters_bootloader_itself = True
-    capabilities = Capabilities(build=True, flash=True, needs_port=True, tools=("arduino-cli",))
+    capabilities = Capabilities(build=True, flash=True, run=True, profile=True, validate=True, needs_port=True,
+                                link=True, tools=("arduino-cli",))
 
     @classmethod
     def options_spec(cls):

@@ -15,7 +15,7 @@ from typing import Any, Callable, ClassVar
 from edgekit.errors import UsageError
 from edgekit.runners import seam
 
-COMMANDS = ("build", "flash", "reset", "run", "profile")
+COMMANDS = ("build", "flash", "reset", "run", "profile", "validate")
 
 
 @dataclass(frozen=True)
@@ -25,10 +25,12 @@ class Capabilities:
     build: bool = False        # compile a firmware project into binaries
     flash: bool = False        # put binaries on the board
     reset: bool = False        # reset the board (or enter its bootloader)
-    run: bool = False          # run a model on the device (invoke over the link)
+    run: bool = False          # run a model on the device (outputs for given inputs)
     profile: bool = False      # time a model on the device
+    validate: bool = False     # compare the device's outputs with the host's on real data
     needs_port: bool = False
-    model_upload: bool = False  # takes a model over the link at run time, without re-flashing
+    model_upload: bool = False  # takes a model at run time, without re-flashing
+    link: bool = False         # its device speaks protocol v1 (open_link gives a DeviceSession)
     tools: tuple[str, ...] = ()  # external programs it calls
 
     def to_dict(self) -> dict[str, Any]:
@@ -44,7 +46,7 @@ class RunnerOption:
     name: str
     help: str
     default: Any = None
-    type: type = str
+    type: Any = str            # a converter (str, int, float, bool) or None: taken as given (SDK only)
 
 
 @dataclass
@@ -92,11 +94,17 @@ class Runner:
             if key not in spec:
                 known = ", ".join(spec) or "none"
                 raise UsageError(f"runner {cls.name} has no option '{key}'", hint=f"its options: {known}")
+            conv = spec[key].type
             try:
-                out[key] = spec[key].type(value) if value is not None else None
+                if value is None or conv is None:
+                    out[key] = value
+                elif conv is bool and isinstance(value, str):
+                    out[key] = _parse_bool(value)
+                else:
+                    out[key] = conv(value)
             except (TypeError, ValueError) as e:
                 raise UsageError(f"runner {cls.name}: option '{key}' must be "
-                                 f"{spec[key].type.__name__}, got {value!r}") from e
+                                 f"{getattr(conv, '__name__', 'valid')}, got {value!r}") from e
         return out
 
     # -- the one entry point -----------------------------------------------------------------------
@@ -120,7 +128,7 @@ class Runner:
                                  hint="pass --port (see `edgekit devices`)")
 
     def run(self, command: str, **kwargs) -> Any:
-        """Run one command (``build``, ``flash``, ``reset``, ``run``, ``profile``)."""
+        """Run one command (``build``, ``flash``, ``reset``, ``run``, ``profile``, ``validate``)."""
         self.check([command], port=kwargs.get("port"), board_id=getattr(self.board, "id", ""))
         return getattr(self, f"do_{command}")(**kwargs)
 
@@ -143,8 +151,25 @@ class Runner:
     def do_profile(self, **kwargs) -> Any:  # pragma: no cover
         raise NotImplementedError
 
+    def do_validate(self, **kwargs) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
     @classmethod
     def describe(cls) -> dict[str, Any]:
         return {"name": cls.name, "description": cls.description, "project_format": cls.project_format,
                 "capabilities": cls.capabilities.to_dict(),
-                "options": [{"name": o.name, "help": o.help, "default": o.default} for o in cls.options_spec()]}
+                "options": [{"name": o.name, "help": o.help, "default": o.default if _plain(o.default) else None}
+                            for o in cls.options_spec()]}
+
+
+def _plain(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from edgekit.errors import BoardError
 from edgekit.runners.base import BuildResult, Capabilities, Runner, RunnerOption
+from edgekit.runners.link import LinkRunner
 
 UPLOAD_TIMEOUT_S = 300.0
 PIO_BUILD_TIMEOUT_S = 1800.0   # a first build downloads the platform and toolchain
@@ -28,11 +29,12 @@ def build_with_platformio(runner: Runner, project_dir: Path) -> BuildResult:
                                      "firmware.elf": out_dir / "firmware.elf"})
 
 
-class EsptoolRunner(Runner):
+class EsptoolRunner(LinkRunner):
     name = "esptool"
     description = "build with PlatformIO, write bootloader, partition table and app with esptool"
     project_format = "platformio"
-    capabilities = Capabilities(build=True, flash=True, reset=True, needs_port=True, tools=("pio", "esptool"))
+    capabilities = Capabilities(build=True, flash=True, reset=True, run=True, profile=True, validate=True,
+                                needs_port=True, link=True, tools=("pio", "esptool"))
 
     @classmethod
     def options_spec(cls):

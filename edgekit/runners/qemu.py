@@ -1,9 +1,20 @@
-"""The qemu runner: the C protocol core on an emulated Cortex-M4 (QEMU ``mps2-an386``) over a pty.
+"""The qemu runner: the edgekit runner firmware on an emulated Cortex-M4 (QEMU ``mps2-an386``) over a pty.
 
-:func:`build_firmware` cross-compiles ``firmware_templates/qemu-m4`` (through the seam) into a cache
-folder keyed by a hash of the sources. :class:`QemuMachine` starts ``qemu-system-arm`` halted
-(``-S``), reads the pty path QEMU prints, lets the caller open the pty, then continues the CPU through
-the monitor, so not a byte of the boot HELLO is lost. Every step has a bounded wait.
+Two firmwares are built from ``firmware_templates/qemu-m4``:
+
+- the **TFLM firmware** (what ``--board qemu-m4`` and ``--emulate`` run): the protocol core, the TFLM
+  runner of the Arduino / PlatformIO projects and real TFLM + CMSIS-NN from a source tree
+  (:mod:`edgekit.tflm`), cross-compiled through the seam with cached objects. QEMU runs it with
+  ``-icount shift=0``, so SysTick counts executed instructions and profiles are deterministic
+  instruction counts, not host time. ``--board qemu-m4`` builds an upload firmware (models are sent
+  at run time); ``--emulate`` on a real board builds that board's firmware, its model built in, with
+  the TFLM library the board pins (a Nano 33 BLE's Chirale library, say).
+- the **protocol test firmware** (:func:`build_test_firmware`): the core with the deterministic test
+  runner in place of TFLM, for protocol tests.
+
+:class:`QemuMachine` starts ``qemu-system-arm`` halted (``-S``), reads the pty path QEMU prints,
+lets the caller open the pty, then continues the CPU through the monitor, so not a byte of the boot
+HELLO is lost. Every step has a bounded wait.
 
 :func:`build_host_core` and :class:`HostCoreProcess` do the same for the portable core compiled for
 this computer (``firmware_templates/core/host``): a fast stand-in device for tests, with sanitizers.
@@ -20,11 +31,13 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
 
 from edgekit.errors import DeviceError, ToolFailed, ToolMissing
 from edgekit.runners import seam
-from edgekit.runners.base import BuildResult, Capabilities, Runner, RunnerOption
+from edgekit.runners.base import BuildResult, Capabilities, RunnerOption
+from edgekit.runners.link import LinkRunner
 
 QEMU = "qemu-system-arm"
 CROSS_GCC = "arm-none-eabi-gcc"
@@ -35,6 +48,10 @@ BUILD_TIMEOUT_S = 180.0
 BOOT_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
 
+ICOUNT_ARGS = ("-icount", "shift=0")
+# SysTick runs on the 25 MHz CPU clock: with -icount shift=0 one tick is 40 instructions
+INSTRUCTIONS_PER_TICK = 40
+
 _PTY_LINE = re.compile(r"char device redirected to (\S+) \(label serial0\)")
 _PROMPT = b"(qemu) "
 
@@ -43,22 +60,10 @@ LogFn = Callable[[str], None]
 
 
 def firmware_templates_dir() -> Path:
-    """firmware_templates/ in a source checkout, or the copy packaged into the wheel."""
-    here = Path(__file__).resolve().parent.parent
-    for cand in (here.parent / "firmware_templates", here / "_data" / "firmware_templates"):
-        if (cand / "core").is_dir():
-            return cand
-    raise ToolFailed("no firmware_templates/ folder found next to the edgekit package",
-                     hint="reinstall edgekit; its firmware templates are missing")
+    """firmware_templates/ (kept here for callers of the qemu runner; edgekit.resources owns it)."""
+    from edgekit.resources import templates_dir
 
-
-def cache_dir() -> Path:
-    """Where built firmware is kept: $EDGEKIT_CACHE, else $XDG_CACHE_HOME/edgekit, else ~/.cache/edgekit."""
-    env = os.environ.get("EDGEKIT_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "edgekit"
+    return templates_dir()
 
 
 def _sources_digest(folders: Sequence[Path]) -> str:
@@ -79,10 +84,10 @@ def _require(tool: str) -> str:
     return path
 
 
-def build_firmware(out_dir: str | os.PathLike | None = None, *, tool: ToolFn = seam.run_tool,
-                   log: LogFn | None = None, dry_run: bool = False,
-                   make_vars: dict[str, str] | None = None) -> Path:
-    """Build the qemu-m4 firmware and return the ELF path.
+def build_test_firmware(out_dir: str | os.PathLike | None = None, *, tool: ToolFn = seam.run_tool,
+                        log: LogFn | None = None, dry_run: bool = False,
+                        make_vars: dict[str, str] | None = None) -> Path:
+    """Build the protocol test firmware (the core + the test runner, no TFLM); return the ELF path.
 
     Without ``out_dir`` the build goes to the cache, one folder per hash of the sources, and an
     existing build is reused.
@@ -92,7 +97,9 @@ def build_firmware(out_dir: str | os.PathLike | None = None, *, tool: ToolFn = s
         _require(CROSS_GCC)
     if out_dir is None:
         digest = _sources_digest([fw_dir, fw_dir.parent / "core"])
-        out = cache_dir() / "firmware" / f"qemu-m4-{digest}"
+        from edgekit.resources import cache_dir
+
+        out = cache_dir() / "firmware" / f"qemu-m4-test-{digest}"
         if (out / ELF_NAME).is_file():
             return out / ELF_NAME
     else:
@@ -188,7 +195,7 @@ class _Process:
                     hello = fr.Hello.unpack(frame.payload)
                     quiet_until = time.monotonic() + 0.3
                 elif frame.type == fr.MsgType.LOG and hello is not None:
-                    self.log(f"{self.name}: {fr.Log.unpack(frame.payload).text}")
+                    self.log(f"# {self.name}: {fr.Log.unpack(frame.payload).text}")
                     quiet_until = time.monotonic()
             if hello is not None and time.monotonic() >= quiet_until:
                 self._until_link_is_live(fd, decoder, deadline)
@@ -264,12 +271,13 @@ class QemuMachine(_Process):
     name = "qemu"
 
     def __init__(self, elf: str | os.PathLike, *, qemu: str = QEMU, log: LogFn | None = None,
-                 boot_timeout_s: float = BOOT_TIMEOUT_S, extra_args: Sequence[str] = ()):
+                 boot_timeout_s: float = BOOT_TIMEOUT_S, extra_args: Sequence[str] = (), icount: bool = False):
         super().__init__(log=log)
         self.elf = Path(elf)
         self.qemu = qemu
         self.boot_timeout_s = boot_timeout_s
-        self.extra_args = list(extra_args)
+        # -icount shift=0: one instruction = 1 ns of virtual time, so SysTick counts instructions
+        self.extra_args = [*ICOUNT_ARGS, *extra_args] if icount else list(extra_args)
         self.seed = int.from_bytes(os.urandom(4), "little") or 1
         self._mon: socket.socket | None = None
 
@@ -285,7 +293,7 @@ class QemuMachine(_Process):
         """Start QEMU halted; return the pty path of UART0."""
         qemu = _require(self.qemu)
         if not self.elf.is_file():
-            raise ToolFailed(f"no firmware at {self.elf}", hint="build it first (build_firmware)")
+            raise ToolFailed(f"no firmware at {self.elf}", hint="build it first (QemuRunner.build_for or build_test_firmware)")
         self.workdir = Path(tempfile.mkdtemp(prefix="edgekit-qemu-"))
         sock = self.workdir / "monitor.sock"
         argv = [qemu] + self.command(str(sock))[1:]
@@ -339,7 +347,7 @@ class QemuMachine(_Process):
         """Run one human-monitor command (``cont``, ``system_reset``, ``info registers``...)."""
         if self._mon is None:
             raise DeviceError("QEMU is not running", hint="start() it first")
-        self.log(f"qemu monitor: {command}")
+        self.log(f"$ (qemu monitor) {command}")
         self._mon.sendall(command.encode() + b"\n")
         return self._read_prompt()
 
@@ -435,37 +443,173 @@ class HostCoreProcess(_Process):
         self._cleanup()
 
 
-class QemuRunner(Runner):
-    """Builds the qemu-m4 firmware and runs it on QEMU; models are uploaded over the pty link."""
+UPLOAD_SLOT_BYTES = 512 * 1024       # each of the upload firmware's two model slots
+UPLOAD_ARENA_BYTES = 1024 * 1024     # its tensor arena (the machine has 4 MB of RAM)
+UPLOAD_TENSOR_BYTES = 16 * 1024      # input and output staging buffers
+UPLOAD_MAX_PAYLOAD = 4096
+# ops of an upload firmware built before any model is known (a reset, a bare link)
+DEFAULT_OPS = ("ADD", "AVERAGE_POOL_2D", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D",
+               "QUANTIZE", "DEQUANTIZE", "RESHAPE", "SOFTMAX")
+
+INSTRUCTION_COUNTS = {
+    "unit": "instructions", "source": "emulated",
+    "label": "instructions executed on the emulated Cortex-M4 (QEMU mps2-an386, -icount shift=0: SysTick "
+             f"counts instructions, {INSTRUCTIONS_PER_TICK}-instruction resolution); counts, not time",
+    "resolution": INSTRUCTIONS_PER_TICK,
+}
+TEST_FIRMWARE_TIMING = {
+    "unit": "ns", "source": "host",
+    "label": "the protocol test firmware under QEMU without -icount: SysTick follows host time",
+}
+
+
+def _ops_of(models: Sequence[bytes]) -> tuple[str, ...]:
+    from edgekit.model.graph import parse
+    from edgekit.model.load import load_tflite
+
+    return tuple(sorted({op.op for m in models for sg in parse(load_tflite(m)).subgraphs for op in sg.operators}))
+
+
+class QemuRunner(LinkRunner):
+    """The runner firmware on QEMU: real TFLM (``firmware=tflm``) or the protocol test runner (``test``).
+
+    ``emulate`` (set by ``--emulate``) builds the board's own firmware instead of the qemu-m4 upload
+    firmware: its board id, buffers and model built in, with the TFLM library its board file pins.
+    """
 
     name = "qemu"
-    description = "the C protocol core on an emulated Cortex-M4 (QEMU mps2-an386) over a pty"
-    capabilities = Capabilities(build=True, run=True, profile=True, reset=True, model_upload=True,
-                                tools=(CROSS_GCC, QEMU))
+    description = ("the runner firmware with real TFLM + CMSIS-NN, cross-compiled for Cortex-M4 and run on QEMU "
+                   "mps2-an386 over a pty; profiles count instructions (-icount)")
+    capabilities = Capabilities(build=True, run=True, profile=True, validate=True, reset=True, model_upload=True,
+                                link=True, tools=(CROSS_GCC, QEMU))
 
     @classmethod
     def options_spec(cls):
-        return [RunnerOption("out_dir", "build folder for the firmware (default: the edgekit cache)")]
+        return [RunnerOption("tflm_src", "TFLM source tree to build with (else $EDGEKIT_TFLM_SRC, else the "
+                             "library arduino-cli installed)"),
+                RunnerOption("emulate", "build the board's own firmware (set by --emulate)", False, bool),
+                RunnerOption("firmware", "tflm (real TFLM) or test (the protocol test runner)", "tflm"),
+                RunnerOption("jobs", "parallel compiler runs (default: CPU count)", None, int),
+                RunnerOption("out_dir", "build folder for the test firmware (default: the edgekit cache)")]
 
-    def do_build(self, project_dir=None, **_) -> BuildResult:
-        elf = build_firmware(self.options.get("out_dir"), tool=self.tool_fn, log=self.log, dry_run=self.dry_run)
-        return BuildResult(project_dir=firmware_templates_dir() / "qemu-m4", artifacts={"firmware.elf": elf})
+    def __init__(self, board, **kwargs):
+        super().__init__(board, **kwargs)
+        if self.options["firmware"] not in ("tflm", "test"):
+            from edgekit.errors import UsageError
 
-    def _start(self, build: BuildResult | None = None, **_) -> QemuMachine:
-        build = build or self.do_build()
-        machine = QemuMachine(build.artifacts["firmware.elf"], log=self.log)
+            raise UsageError(f"runner qemu: firmware must be tflm or test, got {self.options['firmware']!r}")
+        self.last_build = None
+
+    @property
+    def emulating(self) -> bool:
+        return bool(self.options.get("emulate")) and self.board.runner != self.name
+
+    def timing(self) -> dict:
+        return dict(INSTRUCTION_COUNTS if self.options["firmware"] == "tflm" else TEST_FIRMWARE_TIMING)
+
+    def takes_uploads(self) -> bool | None:
+        return self.board.runtime_model_upload if self.emulating else True
+
+    # -- building ------------------------------------------------------------------------------------
+    def tree(self):
+        from edgekit.tflm.tree import select_tree
+
+        return select_tree(self.board, self.options.get("tflm_src"), tool=self.tool_fn)
+
+    def firmware_config(self, tree, models: Sequence[bytes]):
+        """The FirmwareConfig for ``models`` on this board (raises before any build if it cannot be)."""
+        from edgekit._version import __version__
+        from edgekit.errors import ModelTooLarge, UsageError
+        from edgekit.exporters.firmware import board_config_header
+        from edgekit.fileio import sha256
+        from edgekit.tflm.build import FirmwareConfig
+
+        if self.emulating:
+            if not models:
+                raise UsageError(f"emulating {self.board.id} needs the model to build in",
+                                 hint="profile or validate a model with --emulate")
+            model = models[0]
+            from edgekit.exporters.firmware import model_io_bytes
+
+            inputs, outputs = model_io_bytes(model)
+            header = board_config_header(
+                self.board, sha256(model), inputs, outputs,
+                firmware_version=f"edgekit-runner {__version__} (emulated on QEMU {MACHINE}, {tree.label})")
+            return FirmwareConfig(board_id=self.board.id, config_header=header, ops=_ops_of([model]),
+                                  arena_bytes=0, builtin_model=bytes(model))
+        for m in models:
+            if len(m) > UPLOAD_SLOT_BYTES:
+                raise ModelTooLarge(f"the model is {len(m):,} bytes; the emulated board's upload slot holds "
+                                    f"{UPLOAD_SLOT_BYTES:,}", hint="shrink it (edgekit convert), or emulate a "
+                                    "board that builds it in: --emulate --board nano33ble")
+        header = board_config_header(
+            self.board, "none (models are uploaded at run time)", UPLOAD_TENSOR_BYTES, UPLOAD_TENSOR_BYTES,
+            firmware_version=f"edgekit-qemu-m4 {__version__} (TFLM: {tree.label}, {tree.kernels})",
+            model_slots=2, model_max_bytes=UPLOAD_SLOT_BYTES, max_payload=UPLOAD_MAX_PAYLOAD)
+        return FirmwareConfig(board_id=self.board.id, config_header=header,
+                              ops=_ops_of(models) if models else DEFAULT_OPS, arena_bytes=UPLOAD_ARENA_BYTES)
+
+    def build_for(self, models: Sequence[bytes] = (), progress=None):
+        """Build (or reuse) the TFLM firmware for ``models``; returns a FirmwareBuild."""
+        from edgekit.tflm.build import CpuTarget, build_tflm_firmware
+
+        tree = self.tree()
+        config = self.firmware_config(tree, models)
+        target = CpuTarget.from_board(self.board)
+        self.last_build = build_tflm_firmware(tree, config, target=target, tool=self.tool_fn, log=self.log,
+                                              dry_run=self.dry_run, jobs=self.options.get("jobs"), progress=progress)
+        return self.last_build
+
+    def do_build(self, project_dir=None, models: Sequence[bytes] = (), **_) -> BuildResult:
+        if self.options["firmware"] == "test":
+            elf = build_test_firmware(self.options.get("out_dir"), tool=self.tool_fn, log=self.log,
+                                      dry_run=self.dry_run)
+            return BuildResult(project_dir=firmware_templates_dir() / "qemu-m4", artifacts={"firmware.elf": elf})
+        build = self.build_for(models)
+        return BuildResult(project_dir=build.elf.parent, artifacts={"firmware.elf": build.elf})
+
+    # -- running -------------------------------------------------------------------------------------
+    def start_machine(self, elf: Path) -> QemuMachine:
+        """Start QEMU (halted) on ``elf`` and boot it; the caller stops it."""
+        machine = QemuMachine(elf, log=self.log, icount=self.options["firmware"] == "tflm")
         machine.start()
+        try:
+            machine.boot_hello = machine.boot()
+        except BaseException:
+            machine.stop()
+            raise
         return machine
 
-    def do_run(self, build: BuildResult | None = None, **kw) -> QemuMachine:
-        """Start QEMU (halted) and return the machine: open ``machine.port``, then ``machine.resume()``."""
-        return self._start(build, **kw)
+    @contextmanager
+    def device_port(self, *, port: str | None = None,
+                    models: Sequence[bytes] = ()) -> Iterator[tuple[str, bool, dict | None]]:
+        if port is not None:                       # a QEMU started elsewhere
+            yield port, False, None
+            return
+        if self.options["firmware"] == "test":
+            elf, facts = self.do_build().artifacts["firmware.elf"], None
+        else:
+            build = self.build_for(models, progress=self.progress)
+            elf, facts = build.elf, self.firmware_facts(build)
+        machine = self.start_machine(elf)
+        try:
+            yield machine.port, True, facts
+        finally:
+            machine.stop()
 
-    def do_profile(self, build: BuildResult | None = None, **kw) -> QemuMachine:
-        return self._start(build, **kw)
-
-    def do_reset(self, machine: QemuMachine | None = None, **_) -> None:
-        """A hardware-style reset from outside (the firmware also resets itself on RESET)."""
-        if machine is None:
-            raise DeviceError("no QEMU machine to reset", hint="run the board first")
-        machine.monitor("system_reset")
+    def firmware_facts(self, build) -> dict:
+        """The profile document's ``firmware`` part: what was built, from which tree, and its size."""
+        facts = build.to_dict()
+        tree = facts.pop("tree")
+        facts["tree"] = {k: tree[k] for k in ("label", "layout", "name", "version", "root", "origin", "kernels",
+                                              "decode", "per_channel_fully_connected")}
+        facts["machine"] = MACHINE
+        if self.emulating:
+            b = self.board
+            facts["fit"] = {
+                "flash_used_bytes": build.flash_used_bytes, "ram_used_bytes": build.ram_used_bytes,
+                "flash_bytes": b.flash_bytes, "ram_bytes": b.ram_bytes,
+                "firmware_flash_estimate_bytes": b.firmware_flash_bytes,
+                "note": "the emulated build holds TFLM, its kernels, the protocol core and the model; the board's "
+                        "Arduino core (Mbed OS, USB stack) is not in it"}
+        return facts

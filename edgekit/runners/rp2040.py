@@ -15,7 +15,8 @@ from pathlib import Path
 from edgekit.errors import DeviceError, ToolMissing, UsageError
 from edgekit.fileio import read_input, write_bytes
 from edgekit.runners import seam
-from edgekit.runners.base import BuildResult, Capabilities, Runner, RunnerOption
+from edgekit.runners.base import BuildResult, Capabilities, RunnerOption
+from edgekit.runners.link import LinkRunner
 from edgekit.runners.esp import build_with_platformio
 
 UPLOAD_TIMEOUT_S = 120.0
@@ -54,11 +55,12 @@ def find_uf2_volume(label: str) -> Path | None:
     return None
 
 
-class PicotoolRunner(Runner):
+class PicotoolRunner(LinkRunner):
     name = "picotool"
     description = "build with PlatformIO, load the UF2 with picotool (or copy it to the RPI-RP2 drive)"
     project_format = "platformio"
-    capabilities = Capabilities(build=True, flash=True, reset=True, needs_port=False, tools=("pio", "picotool"))
+    capabilities = Capabilities(build=True, flash=True, reset=True, run=True, profile=True, validate=True,
+                                needs_port=False, link=True, tools=("pio", "picotool"))
 
     @classmethod
     def options_spec(cls):

@@ -22,6 +22,7 @@ LogFn = Callable[[str], None]
 
 DEFAULT_TIMEOUT_S = 600.0
 OUTPUT_TAIL_LINES = 15
+FULL_OUTPUT_MAX_CHARS = 1 << 20     # ToolFailed.context["output"]: the whole output, up to this much
 
 # How to install each program edgekit may call. One line each; shown in ToolMissing hints and doctor.
 INSTALL_HINTS = {
@@ -137,5 +138,6 @@ def run_tool(argv: Sequence[str], *, dry_run: bool = False, timeout: float = DEF
         raise ToolFailed(f"{os.path.basename(tool)} exited with code {proc.returncode}: {last}",
                          hint="its output ends with:\n" + "\n".join(f"    {ln}" for ln in tail.splitlines())
                          if tail else None,
-                         tool=tool, returncode=proc.returncode, output_tail=tail, command=quote(argv))
+                         tool=tool, returncode=proc.returncode, output_tail=tail, command=quote(argv),
+                         output=out[-FULL_OUTPUT_MAX_CHARS:])
     return ToolResult(argv, proc.returncode, out)

@@ -16,6 +16,7 @@ instead, read by the same parser as on Android (:mod:`edgekit.runners.benchmark_
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -69,7 +70,8 @@ def _link_error(e: ToolFailed, host: str) -> EdgekitError:
 class SshRunner(Runner):
     name = "ssh"
     description = "run models with LiteRT on a Linux board (Raspberry Pi) over SSH"
-    capabilities = Capabilities(flash=True, run=True, profile=True, model_upload=True, tools=("ssh", "scp"))
+    capabilities = Capabilities(flash=True, run=True, profile=True, validate=True, model_upload=True,
+                                tools=("ssh", "scp"))
 
     @classmethod
     def options_spec(cls):
@@ -85,6 +87,8 @@ class SshRunner(Runner):
                          f"default ~/{REMOTE_DIR})"),
             RunnerOption("benchmark_binary", "LiteRT benchmark_model built for the board (linux aarch64): "
                          "profile with it instead of the agent, for per-op times"),
+            RunnerOption("threads", "LiteRT CPU threads", 1, int),
+            RunnerOption("xnnpack", "use the XNNPACK delegate", True, bool),
         ]
 
     # -- ssh / scp command lines -------------------------------------------------------------------
@@ -181,9 +185,10 @@ class SshRunner(Runner):
             return {}
         answer = None
         for line in reversed(out.strip().splitlines()):
-            if line.startswith("{"):
+            start = line.find('{"ok"')     # the runtime's own stderr chatter may share the document's line
+            if start >= 0:
                 try:
-                    answer = json.loads(line)
+                    answer, _ = json.JSONDecoder().raw_decode(line[start:])
                 except ValueError:
                     pass
                 break
@@ -203,8 +208,10 @@ class SshRunner(Runner):
         return answer
 
     # -- commands -----------------------------------------------------------------------------------
-    def do_profile(self, model_path=None, runs: int = 50, warmup: int = 5, threads: int = 1,
-                   xnnpack: bool = True, **_) -> Any:
+    def do_profile(self, model_path=None, runs: int = 50, warmup: int = 5, threads: int | None = None,
+                   xnnpack: bool | None = None, **_) -> Any:
+        threads = self.options["threads"] if threads is None else threads
+        xnnpack = self.options["xnnpack"] if xnnpack is None else xnnpack
         if model_path is None:
             raise UsageError(f"runner {self.name}: profile needs a model", hint="pass the .tflite file to profile")
         from edgekit.fileio import read_input
@@ -241,6 +248,40 @@ class SshRunner(Runner):
 
     def do_run(self, model_path=None, **kw):
         return self.do_profile(model_path, **kw)
+
+    def do_validate(self, *, model_path, data, n: int = 100, max_lsb: int = 1, min_agreement: float = 0.99,
+                    progress=None, raise_on_fail: bool = True, host_tflm: bool = True, **_):
+        """The samples through LiteRT on the board (the agent's ``run``) and on the host; compared."""
+        import base64
+        import tempfile
+
+        import numpy as np
+
+        from edgekit.validation import compare, prepare
+
+        prep = prepare(model_path, data, n, runtime=self.board.runtime, host_tflm=host_tflm, max_lsb=max_lsb,
+                       min_agreement=min_agreement)
+        remote_model = self.stage(Path(model_path), hashlib.sha256(prep.model).hexdigest())
+        with tempfile.TemporaryDirectory(prefix="edgekit-validate-") as tmp:
+            local = Path(tmp) / "inputs.npy"
+            np.save(local, prep.xq, allow_pickle=False)
+            remote_inputs = f"{self.remote_dir}/inputs-{hashlib.sha256(prep.xq.tobytes()).hexdigest()[:16]}.npy"
+            self._scp(local, remote_inputs)
+        argv = [self.remote_python(), f"{self.remote_dir}/{AGENT_NAME}", "run", remote_model, "--inputs",
+                remote_inputs, "--threads", str(self.options["threads"])]
+        if not self.options["xnnpack"]:
+            argv.append("--no-xnnpack")
+        answer = self.run_agent(shlex.join(argv))
+        if self.dry_run:
+            return None
+        outputs = [base64.b64decode(o) for o in answer["outputs_b64"]]
+        result = compare(prep, outputs, [float(t) for t in answer.get("times_us") or []], board=self.board.id,
+                         max_lsb=max_lsb, min_agreement=min_agreement)
+        result.timing = {"unit": "ns", "source": "device",
+                         "label": f"LiteRT ({answer.get('runtime')}) on {self.host}"}
+        if raise_on_fail:
+            result.raise_if_failed()
+        return result
 
     # -- per-op profiles with LiteRT's benchmark_model on the board ----------------------------------
     def _benchmark_binary(self) -> Path | None:

@@ -77,6 +77,17 @@ extern "C" {
 #if EK_MODEL_SLOTS != 1 && EK_MODEL_SLOTS != 2
 #error "EK_MODEL_SLOTS must be 1 or 2"
 #endif
+#if (EK_MODEL_MAX % 16u) != 0u
+#error "EK_MODEL_MAX must be a multiple of 16 (model slots are 16-byte aligned)"
+#endif
+
+/* TFLM reads the flatbuffer in place and wants it 16-byte aligned (its tensors' buffers inside the
+ * model are aligned relative to the start). */
+#if defined(__GNUC__) || defined(__clang__)
+#define EK_ALIGNED16 __attribute__((aligned(16)))
+#else
+#define EK_ALIGNED16
+#endif
 
 /* ---- protocol constants ----------------------------------------------------------------------- */
 
@@ -175,7 +186,7 @@ typedef struct ek_core {
     uint8_t reply[EK_MAX_PAYLOAD];
 
     /* models: slot `active_slot` holds the active model (if model_active) */
-    uint8_t model[EK_MODEL_SLOTS][EK_MODEL_MAX];
+    uint8_t model[EK_MODEL_SLOTS][EK_MODEL_MAX] EK_ALIGNED16;
     int model_active;
     int active_slot;
     uint32_t active_len;

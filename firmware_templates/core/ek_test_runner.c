@@ -62,6 +62,16 @@ static int ek_tr_invoke(void *ctx, const uint8_t *in, uint8_t *out)
     if (s->model == NULL || (s->flags & 1u)) {
         return 1;
     }
+#if defined(EK_TEST_RUNNER_FAULTS)
+    /* firmware-level failures, for tests of the host's bounds (QEMU firmware only) */
+    if (s->flags & 2u) {
+        __builtin_trap();          /* an undefined instruction: HardFault */
+    }
+    if (s->flags & 4u) {
+        for (;;) {                 /* never returns */
+        }
+    }
+#endif
     t0 = ek_tr_now(s);
     for (i = 0; i < s->output_bytes; i++) {
         out[i] = (uint8_t)(in[in_pos] ^ s->model[model_pos]);

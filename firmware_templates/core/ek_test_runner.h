@@ -7,7 +7,8 @@
  *   - starting with the 4 bytes "EKT1" and at least 16 bytes long: a header
  *       magic "EKT1" | input_bytes u32 | output_bytes u32 | flags u32   (little-endian)
  *     flags bit 0: every invoke fails (to test INVOKE_FAILED). input_bytes or output_bytes 0:
- *     the model is refused (to test MODEL_INVALID).
+ *     the model is refused (to test MODEL_INVALID). Built with EK_TEST_RUNNER_FAULTS (the QEMU
+ *     firmware): bit 1 makes an invoke hard-fault (an undefined instruction), bit 2 makes it hang.
  *   - anything else: input_bytes = EK_TEST_DEFAULT_INPUT (64), output_bytes =
  *     EK_TEST_DEFAULT_OUTPUT (10), the sizes of the 8x8 digits model.
  * Invoke:  output[i] = input[i % input_bytes] XOR model[i % model_len]   for i < output_bytes.

@@ -84,9 +84,27 @@ void ek_systick_handler(void)
     systick_wraps++;
 }
 
-void ek_fault_handler(void)
+#define SCB_CFSR EK_REG(0xE000ED28u)
+
+void ek_fault_report(const uint32_t *frame);
+
+/* HardFault / MemManage / BusFault / UsageFault: find the stacked exception frame (MSP or PSP, bit 2
+ * of EXC_RETURN), then report and reset in C. */
+__attribute__((naked)) void ek_fault_handler(void)
 {
-    /* a crash must not look like a live device: reboot, the host sees a new boot nonce */
+    __asm__ volatile(
+        "tst lr, #4\n\t"
+        "ite eq\n\t"
+        "mrseq r0, msp\n\t"
+        "mrsne r0, psp\n\t"
+        "b ek_fault_report\n\t");
+}
+
+void ek_fault_report(const uint32_t *frame)
+{
+    /* a crash must not look like a live device: say where it happened (a LOG frame), then reboot;
+     * the host sees a new boot nonce */
+    board_fault_hook(frame[6], SCB_CFSR);
     board_reset();
 }
 

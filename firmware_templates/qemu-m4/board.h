@@ -18,5 +18,8 @@ void board_reset(void);                              /* SCB AIRCR SYSRESETREQ; d
 uint32_t board_boot_count(void);                     /* 1 after power-on, +1 per reset */
 uint32_t board_boot_nonce(void);
 int board_has_dwt_cyccnt(void);                      /* the DWT cycle counter counts */
+/* Called by the fault handler before it resets the board: the faulting pc and the CFSR register.
+ * Provided by the firmware (main.c), which reports it as a LOG frame. */
+void board_fault_hook(uint32_t pc, uint32_t cfsr);
 
 #endif /* EK_QEMU_BOARD_H */

@@ -1,11 +1,18 @@
 /*
  * Vector table and reset handler for the Cortex-M4 of QEMU mps2-an386.
- * The reset handler copies .data from its load address, zeroes .bss, and calls main().
+ * The reset handler turns the FPU on (hard-float builds), copies .data from its load address,
+ * zeroes .bss, runs the C++ static constructors (.preinit_array, .init_array), and calls main().
  */
 #include <stdint.h>
 
 extern uint32_t __stack_top;
 extern uint32_t __data_load, __data_start, __data_end, __bss_start, __bss_end;
+
+typedef void (*ek_init_fn)(void);
+extern ek_init_fn __preinit_array_start[], __preinit_array_end[];
+extern ek_init_fn __init_array_start[], __init_array_end[];
+
+#define SCB_CPACR (*(volatile uint32_t *)0xE000ED88u)
 
 int main(void);
 void ek_reset_handler(void);
@@ -17,11 +24,23 @@ void ek_reset_handler(void)
 {
     uint32_t *src = &__data_load;
     uint32_t *dst = &__data_start;
+    ek_init_fn *fn;
+#if defined(__ARM_FP)
+    /* CP10 and CP11 full access: the FPU must be on before the first floating-point instruction */
+    SCB_CPACR |= (0xFu << 20);
+    __asm__ volatile("dsb\n\tisb" ::: "memory");
+#endif
     while (dst < &__data_end) {
         *dst++ = *src++;
     }
     for (dst = &__bss_start; dst < &__bss_end; dst++) {
         *dst = 0u;
+    }
+    for (fn = __preinit_array_start; fn < __preinit_array_end; fn++) {
+        (*fn)();
+    }
+    for (fn = __init_array_start; fn < __init_array_end; fn++) {
+        (*fn)();
     }
     (void)main();
     for (;;) {

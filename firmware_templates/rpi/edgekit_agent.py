@@ -133,6 +133,37 @@ def profile(args):
     }))
 
 
+def run_inputs(args):
+    """Outputs of the model for the samples in an .npy file (one row per sample), as base64 in JSON."""
+    import base64
+
+    np = _numpy()
+    runtime, mod = _load_runtime()
+    data = _read_model(args.model)
+    try:
+        xs = np.load(args.inputs, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        _fail(3, "model_unreadable", "cannot read inputs %s: %s" % (args.inputs, e))
+    try:
+        interp = _interpreter(mod, data, args)
+        interp.allocate_tensors()
+        inp = interp.get_input_details()
+        out = interp.get_output_details()
+        if len(inp) != 1 or len(out) != 1:
+            _fail(2, "usage", "run takes models with one input and one output")
+        outputs, times = [], []
+        for k in range(len(xs)):
+            interp.set_tensor(inp[0]["index"], xs[k].reshape(inp[0]["shape"]).astype(inp[0]["dtype"]))
+            t0 = time.perf_counter_ns()
+            interp.invoke()
+            times.append((time.perf_counter_ns() - t0) / 1000.0)
+            outputs.append(np.ascontiguousarray(interp.get_tensor(out[0]["index"])).tobytes())
+    except (ValueError, RuntimeError) as e:
+        _fail(13, "runtime_failed", "%s failed on this model: %s" % (runtime, str(e).splitlines()[0] if str(e) else e))
+    print(json.dumps({"ok": True, "agent_version": AGENT_VERSION, "runtime": runtime,
+                      "outputs_b64": [base64.b64encode(o).decode("ascii") for o in outputs], "times_us": times}))
+
+
 # -- serve: the model over HTTP --------------------------------------------------------------------
 class _BadRequest(Exception):
     def __init__(self, status, kind, message):
@@ -424,6 +455,9 @@ def main(argv=None):
     pp.add_argument("--seed", type=int, default=0)
     hp = sub.add_parser("hash")
     hp.add_argument("model")
+    rp = sub.add_parser("run")
+    _common(rp)
+    rp.add_argument("--inputs", required=True, help=".npy file, one sample per row")
     for cmd in ("serve", "install-service"):
         sp = sub.add_parser(cmd)
         _common(sp)
@@ -444,6 +478,8 @@ def main(argv=None):
         if args.runs < 1 or args.warmup < 0:
             _fail(2, "usage", "runs must be >= 1, warmup >= 0")
         profile(args)
+    elif args.cmd == "run":
+        run_inputs(args)
     elif args.cmd == "serve":
         serve(args)
     else:

@@ -1,11 +1,13 @@
 """Conformance devices running the portable C core (firmware_templates/core):
 
 - ``c-host``: the core built for this computer with AddressSanitizer + UBSan, on a pty of its own;
-- ``qemu-m4``: the core cross-compiled for Cortex-M4, on QEMU mps2-an386 (marked ``qemu``).
+- ``qemu-m4-test``: the protocol test firmware cross-compiled for Cortex-M4, on QEMU mps2-an386
+  (marked ``qemu``).
 
 Both run the deterministic test runner (core/ek_test_runner.h), not TFLM: tests that compare outputs
 with host TFLM are skipped for them (their own tests check the documented transform instead:
-tests/integration/test_c_core.py, tests/integration/test_qemu_board.py).
+tests/integration/test_c_core.py, tests/integration/test_qemu_board.py). The real-TFLM emulated
+board is device_qemu_tflm.py.
 """
 from __future__ import annotations
 
@@ -60,13 +62,13 @@ def _qemu_m4(request):
 
     if shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None:
         pytest.skip("needs qemu-system-arm and arm-none-eabi-gcc")
-    _skip_tflm_only(request, "qemu-m4")
-    elf = _build_once("qemu-m4", request, qemu_runner.build_firmware)
+    _skip_tflm_only(request, "qemu-m4-test")
+    elf = _build_once("qemu-m4-test", request, qemu_runner.build_test_firmware)
     machine = qemu_runner.QemuMachine(elf)
     port = machine.start()
     try:
         machine.boot()
-        yield DeviceUnderTest("qemu-m4", port, extra={"machine": machine})
+        yield DeviceUnderTest("qemu-m4-test", port, extra={"machine": machine})
     finally:
         machine.stop()
 
@@ -75,4 +77,4 @@ def register(factories):
     from conformance.conftest import DeviceFactory
 
     factories["c-host"] = DeviceFactory(_c_host)
-    factories["qemu-m4"] = DeviceFactory(_qemu_m4, marks=(pytest.mark.qemu,))
+    factories["qemu-m4-test"] = DeviceFactory(_qemu_m4, marks=(pytest.mark.qemu,))

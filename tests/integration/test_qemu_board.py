@@ -37,7 +37,7 @@ def transform(model: bytes, inp: bytes, out_len: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def firmware(tmp_path_factory):
-    return qemu_runner.build_firmware(tmp_path_factory.mktemp("qemu-m4"))
+    return qemu_runner.build_test_firmware(tmp_path_factory.mktemp("qemu-m4"))
 
 
 @pytest.fixture
@@ -193,7 +193,7 @@ def test_garbage_then_resync(board):
 # -- the runner's commands, with the seam and PATH faked (no QEMU needed) -------------------------
 
 
-def test_build_firmware_goes_through_the_seam(tmp_path, monkeypatch):
+def test_build_test_firmware_goes_through_the_seam(tmp_path, monkeypatch):
     calls = []
 
     def fake_tool(argv, **kw):
@@ -201,7 +201,7 @@ def test_build_firmware_goes_through_the_seam(tmp_path, monkeypatch):
         return qemu_runner.seam.ToolResult(list(argv), 0, "")
 
     monkeypatch.setattr(qemu_runner.seam, "which", lambda tool: f"/usr/bin/{tool}")
-    elf = qemu_runner.build_firmware(tmp_path / "out", tool=fake_tool)
+    elf = qemu_runner.build_test_firmware(tmp_path / "out", tool=fake_tool)
     fw_dir = qemu_runner.firmware_templates_dir() / "qemu-m4"
     assert calls == [(["make", "-C", str(fw_dir), f"OUT={(tmp_path / 'out').resolve()}"],
                       {"dry_run": False, "timeout": qemu_runner.BUILD_TIMEOUT_S, "log": None})]
@@ -224,7 +224,7 @@ def test_missing_tools_are_one_clear_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(qemu_runner.seam, "which", lambda tool: None)
     with pytest.raises(ToolMissing) as exc:
-        qemu_runner.build_firmware(tmp_path)
+        qemu_runner.build_test_firmware(tmp_path)
     assert "arm-none-eabi-gcc" in str(exc.value) and "gcc-arm-none-eabi" in exc.value.hint
     (tmp_path / "fw.elf").write_bytes(b"\x7fELF")
     with pytest.raises(ToolMissing) as exc:
@@ -245,8 +245,8 @@ def test_runner_is_registered_for_the_board():
 
 @qemu_test
 def test_profile_cli_boots_the_qemu_board_itself(tmp_path):
-    """`edgekit profile --board qemu-m4` without --port builds the firmware, boots QEMU, uploads,
-    profiles and stops QEMU; the JSON carries the board's caveat that it runs a test transform."""
+    """`edgekit profile --board qemu-m4 --opt firmware=test` without --port builds the protocol test
+    firmware, boots QEMU, uploads, profiles and stops QEMU; the JSON says its times follow host time."""
     import json
     import subprocess
     import sys
@@ -257,15 +257,72 @@ def test_profile_cli_boots_the_qemu_board_itself(tmp_path):
     path.write_bytes(int8_cnn())
     before = _qemu_pids()
     r = subprocess.run([sys.executable, "-m", "edgekit", "profile", str(path), "--board", "qemu-m4", "--runs", "5",
-                        "--warmup", "1", "--no-float-baseline", "--json"], capture_output=True, text=True,
-                       timeout=150)
+                        "--warmup", "1", "--no-float-baseline", "--opt", "firmware=test", "--json"],
+                       capture_output=True, text=True, timeout=150)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
-    assert doc["board"]["id"] == "qemu-m4" and "test transform" in doc["board"]["notes"]
+    assert doc["board"]["id"] == "qemu-m4" and doc["runner"] == "qemu"
+    assert doc["timing"]["source"] == "host" and "test firmware" in doc["timing"]["label"]
+    assert doc["energy"] is None and doc["roofline"] is None      # no board numbers from host time
     assert doc["device"]["board_id"] == "qemu-m4" and doc["device"]["port"] is None   # started by edgekit
     assert doc["upload"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert doc["latency_us"]["n"] == 5
     assert _qemu_pids() <= before                            # the QEMU it started is gone
+
+
+def _faulty_model(flags: int) -> bytes:
+    return b"EKT1" + struct.pack("<III", 64, 10, flags) + bytes(range(48))
+
+
+@qemu_test
+@pytest.mark.parametrize("flags, error, bound_s", [(2, "DeviceReset", 15), (4, "NoAnswer", 30)],
+                         ids=["hard-fault", "hang"])
+def test_firmware_faults_end_in_bounded_errors(board, flags, error, bound_s):
+    """An invoke that hard-faults (the firmware logs where, then resets) or hangs: one bounded error."""
+    import time
+
+    from edgekit import errors
+
+    with DeviceSession.open(board.port) as s:
+        s.hello()
+        s.upload(_faulty_model(flags))
+        t0 = time.monotonic()
+        with pytest.raises(getattr(errors, error)):
+            s.invoke(bytes(64))
+        assert time.monotonic() - t0 < bound_s
+        if flags == 2:
+            assert s.last_log and s.last_log.startswith("hard fault at pc 0x")
+
+
+def test_runner_quotes_the_device_last_log_line_in_link_errors(monkeypatch):
+    """LinkRunner.open_link adds the device's last LOG line to a link error's message."""
+    from contextlib import contextmanager
+
+    from edgekit.boards import load_board
+    from edgekit.errors import NoAnswer
+    from edgekit.link.virtual_board import VirtualBoard
+    from edgekit.runners.link import LinkRunner
+
+    vb = VirtualBoard(board_id="virtual")
+    port = vb.start()
+
+    class OnePort(LinkRunner):
+        name = "one-port"
+
+        @contextmanager
+        def device_port(self, *, port=None, models=()):
+            yield port_, False, None
+
+    port_ = port
+    try:
+        runner = OnePort(load_board("virtual"))
+        with pytest.raises(NoAnswer) as exc:
+            with runner.open_link() as conn:
+                conn.session.last_log = "model load failed: arena too small"
+                raise NoAnswer("no answer from the device")
+        assert "last log line: 'model load failed: arena too small'" in exc.value.message
+    finally:
+        vb.stop()
 
 
 def _qemu_pids() -> set[str]:

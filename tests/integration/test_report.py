@@ -207,4 +207,4 @@ def test_per_op_profile_adds_a_chart_and_a_table(artifact, tmp_path):
     assert len(re.findall(r"<img\b", html)) == _expected_charts(data) == 7
     assert "Per-op latency" in html and "no per-op data" not in html
     table = dict((t, rows) for t, _, rows in edgekit.report.tables(data))
-    assert [r[0] for r in table["Per-op latency on virtual"]] == ["FULLY_CONNECTED", "CONV_2D"]
+    assert [r[0] for r in table["Per-op latency on virtual (host time)"]] == ["FULLY_CONNECTED", "CONV_2D"]

@@ -382,3 +382,26 @@ def test_flash_service_without_a_systemd_user_manager(pi, model_file, tmp_path):
     assert argv[2:] == ["serve", str(dest / model_file.name), "--bind", "127.0.0.1", "--port", "9123",
                         "--threads", "1"]
     assert (dest / model_file.name).read_bytes() == model_file.read_bytes()
+
+
+def _pi_options(pi) -> dict:
+    return {"host": "edgekit-test-pi", "ssh_config": str(pi.config), "remote_python": sys.executable,
+            "remote_dir": str(pi.root / "remote"), "connect_timeout": 5, "timeout": 120}
+
+
+def test_sdk_profiles_and_validates_the_pi_through_its_runner(pi, model_file, tmp_path):
+    """edgekit.profile / edgekit.validate on an ssh board from Python: the one dispatch, runner options."""
+    import numpy as np
+
+    import edgekit
+
+    prof = edgekit.profile(model_file, board="rpi5", runs=5, warmup=1, options={**_pi_options(pi), "threads": 2})
+    assert prof.runner == "ssh" and prof.device["threads"] == 2 and prof.latency_us["n"] == 5
+    x = np.random.default_rng(3).uniform(-1, 1, size=(12, 8, 8, 1)).astype(np.float32)
+    np.savez(tmp_path / "val.npz", x=x)
+    res = edgekit.validate(model_file, tmp_path / "val.npz", board="rpi5", n=12, options=_pi_options(pi))
+    assert res.passed and res.samples == 12 and res.host_reference == "litert"
+    assert res.max_lsb == 0 and res.exact_fraction == 1.0          # the same LiteRT on both sides
+    assert res.timing["source"] == "device" and "edgekit-test-pi" in res.timing["label"]
+    assert res.agreement_tflm is not None                           # host TFLM shown for information
+    assert len(list((pi.root / "remote").glob("inputs-*.npy"))) == 1

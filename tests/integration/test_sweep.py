@@ -36,7 +36,7 @@ def test_sweep_3x2_grid_pareto_and_resume(tmp_path, digits_files, monkeypatch):
 
     monkeypatch.setattr(pipeline, "convert", counting)
     out = tmp_path / "sweep"
-    args = dict(prune=[0.0, 0.5, 0.7], cluster=[0, 8], epochs=1, board="nano33ble")
+    args = dict(prune=[0.0, 0.5, 0.7], cluster=[0, 8], epochs=1, board="virtual")   # host TFLM has DECODE
     with pytest.raises(KeyboardInterrupt):
         sweep(digits_files["model"], digits_files["train"], digits_files["test"], out, **args)
     finished = sorted(p.name for p in (out / "points").iterdir() if (p / "report.json").exists())
@@ -90,3 +90,16 @@ def test_constraints_nobody_meets_say_so_with_the_closest(tmp_path, digits_files
     r = edgekit("sweep", digits_files["model"], "--data", digits_files["train"], "--eval", digits_files["test"],
                 "--prune", "0", "--cluster", "0,8", "--epochs", "1", "--max-flash", "1k", "-o", tmp_path / "s")
     assert "no point meets the constraints" in r.stdout and "closest" in r.stdout
+
+
+def test_sweep_points_for_a_board_follow_its_tflm():
+    """nano33ble's library has no DECODE and no per-channel dense: its points stay uncompressed, per tensor."""
+    from edgekit.boards import load_board
+    from edgekit.sweep import point_recipe, recipe_for_board
+
+    plain = point_recipe(0.5, 8, qat=True, epochs=1, seed=0)
+    assert plain.compress is not None and not plain.quantize.dense_per_tensor
+    nano = recipe_for_board(plain, load_board("nano33ble"))
+    assert nano.compress is None and nano.quantize.dense_per_tensor and nano.cluster.clusters == 8
+    same = recipe_for_board(plain, load_board("virtual"))
+    assert same.to_dict() == plain.to_dict()

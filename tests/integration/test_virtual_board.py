@@ -52,14 +52,10 @@ def test_cli_profile_on_auto_started_virtual_board(artifact):
     assert lat["mean"] == pytest.approx(np.mean(d["latency_samples_us"]))
     assert d["memory"]["arena_used_bytes"] > 0
     assert d["model"]["macs"] > 0
-    r = d["roofline"]
-    assert r["compute_bound_us"] == pytest.approx(r["macs"] / (r["peak_macs_per_cycle"] * r["clock_hz"]) * 1e6)
-    e = d["energy"]
-    assert e["estimate"] is True
-    assert e["per_inference_uj"] == pytest.approx(e["active_power_mw"] * lat["mean"] / 1000)
-    fb = e["float_baseline"]
+    assert d["timing"]["source"] == "host" and "host time" in d["timing"]["label"]
+    assert d["roofline"] is None and d["energy"] is None      # host time is no board's time
+    fb = d["float_baseline"]
     assert fb["runs"] > 0 and fb["latency_us_mean"] > 0
-    assert fb["saved_uj"] == pytest.approx(fb["per_inference_uj"] - e["per_inference_uj"])
     assert d["upload"]["sha256"] == d["model"]["sha256"]
     assert d["per_op"] is None and "PER_OP" in d["per_op_note"]
 
@@ -67,7 +63,7 @@ def test_cli_profile_on_auto_started_virtual_board(artifact):
 def test_cli_human_output_has_stats_table(artifact):
     res = _run(["profile", str(artifact / "model.tflite"), "--runs", "10", "--no-float-baseline"])
     assert res.returncode == 0, res.stderr
-    for word in ("median", "p99", "arena used", "energy (estimate)", "MACs"):
+    for word in ("median", "p99", "arena used", "(host time)", "no board roofline or energy"):
         assert word in res.stdout
 
 
@@ -113,8 +109,8 @@ def test_cli_virtual_board_serves_until_interrupted(artifact, tiny_model):
 def test_cli_errors_are_one_line(tmp_path, tiny_model):
     model = tmp_path / "model.tflite"
     model.write_bytes(tiny_model)
-    res = _run(["profile", str(model), "--board", "nano33ble"])
-    assert res.returncode == 2 and "needs --port" in res.stderr and "Traceback" not in res.stderr
+    res = _run(["profile", str(model), "--board", "nano33ble"])       # no board on USB here
+    assert res.returncode == 9 and "no nano33ble found on USB" in res.stderr and "Traceback" not in res.stderr
     res = _run(["profile", str(model), "--board", "nano33ble", "--port", "/dev/ttyNOPE"])
     assert res.returncode == 9 and "no port /dev/ttyNOPE" in res.stderr
     assert "hint:" in res.stderr
@@ -152,10 +148,10 @@ def test_validate_fails_when_device_is_wrong(artifact):
     data = _val_data(artifact / "val.npz", n=10)
     with pytest.raises(ValidationFailed, match="LSBs") as info:
         validate(artifact / "model.tflite", data, n=10, max_lsb=1,
-                 virtual_options={"faults": BoardFaults(output_offset=3)})
+                 options={"faults": BoardFaults(output_offset=3)})
     assert info.value.exit_code == 10
     res = validate(artifact / "model.tflite", data, n=10, max_lsb=1, raise_on_fail=False,
-                   virtual_options={"faults": BoardFaults(output_offset=3)})
+                   options={"faults": BoardFaults(output_offset=3)})
     assert res.max_lsb >= 3 and res.max_lsb_tflm >= 3 and not res.passed
 
 
@@ -352,3 +348,25 @@ def test_per_op_records_are_merged_into_the_result(artifact):
     assert res.per_op[0]["share"] == pytest.approx(0.6)
     assert res.per_op[0]["mean_us"] == pytest.approx(600_000 / 1000 / 30)
     assert res.per_op_note is None
+
+
+def test_times_measured_on_a_device_get_roofline_and_energy(artifact):
+    """A link whose device times itself (a serial board): roofline, energy and the float model's saving."""
+    from edgekit.boards import load_board
+    from edgekit.profiling import profile_link
+    from edgekit.runners.link import DEVICE_CLOCK
+    from edgekit.runners.virtual import VirtualRunner
+
+    class TimedVirtual(VirtualRunner):        # the virtual board, its times read as a board's own
+        def timing(self):
+            return dict(DEVICE_CLOCK)
+
+    d = profile_link(TimedVirtual(load_board("virtual")), artifact / "model.tflite", runs=20, warmup=2).to_dict()
+    lat, r, e = d["latency_us"], d["roofline"], d["energy"]
+    assert d["timing"]["source"] == "device"
+    assert r["compute_bound_us"] == pytest.approx(r["macs"] / (r["peak_macs_per_cycle"] * r["clock_hz"]) * 1e6)
+    assert e["estimate"] is True
+    assert e["per_inference_uj"] == pytest.approx(e["active_power_mw"] * lat["mean"] / 1000)
+    fb = e["float_baseline"]
+    assert fb["runs"] > 0 and fb["latency_us_mean"] > 0
+    assert fb["saved_uj"] == pytest.approx(fb["per_inference_uj"] - e["per_inference_uj"])

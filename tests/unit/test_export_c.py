@@ -42,11 +42,11 @@ def test_arena_margin():
 
 
 def test_export_c_files(tiny_models, tmp_path):
-    r = edgekit.export_c(tiny_models.path("int8_cnn"), tmp_path, name="my-model v2", board="nano33ble")
+    r = edgekit.export_c(tiny_models.path("int8_cnn_per_tensor"), tmp_path, name="my-model v2", board="nano33ble")
     h = (tmp_path / "model_data.h").read_text()
     cc = (tmp_path / "model_data.cc").read_text()
     ops = (tmp_path / "model_ops.h").read_text()
-    data = tiny_models["int8_cnn"]
+    data = tiny_models["int8_cnn_per_tensor"]
     assert r.name == "my_model_v2" and r.model_bytes == len(data)
     assert "#ifndef EDGEKIT_MY_MODEL_V2_MODEL_DATA_H_" in h and h.rstrip().endswith("_MODEL_DATA_H_")
     assert f"constexpr unsigned int g_my_model_v2_model_data_len = {len(data)};" in h
@@ -65,6 +65,12 @@ def test_export_c_files(tiny_models, tmp_path):
     calls = re.findall(r"resolver\.(Add\w+)\(\)", ops)
     assert calls == ["AddConv2D", "AddMaxPool2D", "AddReshape", "AddFullyConnected", "AddSoftmax"]
     assert r.board_fit.fits is True
+
+
+def test_export_c_warns_when_the_board_library_computes_the_model_wrong(tiny_models, tmp_path):
+    r = edgekit.export_c(tiny_models.path("int8_cnn"), tmp_path, name="m", board="nano33ble")
+    assert r.board_fit.fits is False and r.board_fit.runtime_problems[0]["kind"] == "per-channel-fully-connected"
+    assert any("nano33ble cannot run this model correctly" in w for w in r.warnings)
 
 
 def test_export_is_repeatable_and_unchanged_files_untouched(tiny_models, tmp_path):

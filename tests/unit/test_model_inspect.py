@@ -142,7 +142,7 @@ def test_arena_is_exact(tiny_models, name):
 
 def test_board_fit_and_roofline(tiny_models):
     board = load_board("nano33ble")
-    r = edgekit.inspect(tiny_models["int8_cnn"], board="nano33ble")
+    r = edgekit.inspect(tiny_models["int8_cnn_per_tensor"], board="nano33ble")
     f = r.board_fit
     assert f.flash_needed_bytes == r.model_bytes + board.firmware_flash_bytes
     assert f.ram_needed_bytes == r.arena.arena_bytes + board.firmware_ram_bytes

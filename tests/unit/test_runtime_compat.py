@@ -1,0 +1,137 @@
+"""The board's runtime as data: what a board's TFLM runs correctly, refusals before building, the
+recipe a board needs, and the one runner dispatch behind profile / validate."""
+from __future__ import annotations
+
+import pytest
+
+from edgekit.boards import load_board
+from edgekit.errors import RecipeError, UnsupportedModelError, UsageError
+from edgekit.tflm.compat import check_model, facts_from_board, per_channel_dense_ops, refuse_if_unrunnable
+
+
+def test_board_files_record_their_library_and_its_facts():
+    nano = facts_from_board(load_board("nano33ble"))
+    assert nano.label == "Chirale_TensorFLowLite 2.0.0"
+    assert not nano.decode and not nano.per_channel_fully_connected
+    assert "TFLM_DECODE" not in nano.ops and "BATCH_MATMUL" not in nano.ops and "CONV_2D" in nano.ops
+    assert "validate --emulate" in nano.source
+    for board in ("esp32s3", "pico"):
+        assert facts_from_board(load_board(board)).label == nano.label
+    host = facts_from_board(load_board("virtual"))
+    assert host.decode and host.per_channel_fully_connected
+    assert facts_from_board(load_board("rpi4")) is None            # LiteRT boards have no TFLM facts
+
+
+def test_per_channel_dense_weights_are_found(tiny_models):
+    import tinymodels
+
+    from edgekit.model.graph import parse
+    from edgekit.model.load import load_tflite
+
+    per_tensor = tinymodels.convert_keras(tinymodels.int8_cnn_keras(), int8=True, dense_per_tensor=True)
+    assert per_channel_dense_ops(parse(load_tflite(tiny_models["int8_cnn"])))
+    assert per_channel_dense_ops(parse(load_tflite(per_tensor))) == []
+
+
+def test_what_the_nano_library_cannot_run_is_named_with_the_ways_out(tiny_models):
+    import tinymodels
+
+    facts = facts_from_board(load_board("nano33ble"))
+    problems = check_model(tiny_models["int8_cnn"], facts)
+    assert [p.kind for p in problems] == ["per-channel-fully-connected"]
+    assert "per-tensor" in problems[0].fixes[0] and "--tflm-src" in problems[0].fixes[1]
+    lut = check_model(tiny_models["lut_compressed"], facts)
+    assert lut[0].kind == "decode-missing" and "without --compress" in lut[0].fixes[0]
+    per_tensor = tinymodels.convert_keras(tinymodels.int8_cnn_keras(), int8=True, dense_per_tensor=True)
+    assert check_model(per_tensor, facts) == []
+    with pytest.raises(UnsupportedModelError) as exc:
+        refuse_if_unrunnable(tiny_models["lut_compressed"], facts, "nano33ble")
+    assert exc.value.message.startswith("nano33ble cannot run this model correctly: the model is LUT-compressed")
+    assert "ways out" in exc.value.hint and exc.value.exit_code == 5
+
+
+def test_inspect_on_the_board_reports_the_runtime_problem(tiny_models):
+    from edgekit.model.inspect import inspect
+
+    fit = inspect(tiny_models["int8_cnn"], board="nano33ble").board_fit
+    assert fit.fits is False and fit.runtime.startswith("Chirale_TensorFLowLite 2.0.0")
+    assert fit.runtime_problems[0]["op"] == "FULLY_CONNECTED"
+    assert inspect(tiny_models["int8_cnn"], board="virtual").board_fit.runtime_problems == []
+
+
+def test_flash_refuses_before_anything_is_rendered(tiny_models, tmp_path):
+    from edgekit.flashing import flash
+
+    calls = []
+    with pytest.raises(UnsupportedModelError):
+        flash(tiny_models.path("int8_cnn"), "nano33ble", port="/dev/null", out_dir=tmp_path / "fw", dry_run=True,
+              tool=lambda argv, **kw: calls.append(argv))
+    assert calls == [] and not (tmp_path / "fw").exists()
+
+
+def test_the_recipe_follows_the_board_runtime():
+    from edgekit.optimize.recipe import Recipe, recipe_for_runtime
+
+    facts = facts_from_board(load_board("nano33ble"))
+    recipe, notes = recipe_for_runtime(Recipe.from_flags(), facts, "nano33ble")
+    assert recipe.quantize.dense_per_tensor and "per tensor" in notes[0]
+    assert not Recipe.from_flags().quantize.dense_per_tensor
+    with pytest.raises(RecipeError) as exc:
+        recipe_for_runtime(Recipe.from_flags(compress="lut4"), facts, "nano33ble")
+    assert "DECODE" in exc.value.message and "drop --compress" in exc.value.hint
+    same, notes = recipe_for_runtime(Recipe.from_flags(compress="lut4"), facts_from_board(load_board("virtual")),
+                                     "virtual")
+    assert same.compress is not None and not same.quantize.dense_per_tensor and notes == []
+
+
+# -- one dispatch ------------------------------------------------------------------------------------
+
+def test_runner_for_dispatches_every_board_kind():
+    from edgekit.runners import runner_for
+    from edgekit.runners.link import LinkRunner
+
+    assert runner_for("virtual").name == "virtual"
+    assert runner_for("qemu-m4").name == "qemu"
+    emulated = runner_for("nano33ble", emulate=True)
+    assert emulated.name == "qemu" and emulated.emulating and emulated.board.id == "nano33ble"
+    assert not emulated.takes_uploads()                      # a Nano gets its model built in
+    assert runner_for("nano33ble").name == "arduino-cli" and isinstance(runner_for("nano33ble"), LinkRunner)
+    assert runner_for("rpi4", options={"host": "pi@raspberrypi"}).name == "ssh"
+
+
+def test_emulating_a_board_without_an_emulated_core_is_refused():
+    from edgekit.runners import runner_for
+
+    for board in ("esp32s3", "pico", "rpi4"):
+        with pytest.raises(UsageError) as exc:
+            runner_for(board, emulate=True)
+        assert f"board {board}" in exc.value.message and "cannot be emulated" in exc.value.message
+
+
+def test_runner_options_are_the_runner_s_own():
+    from edgekit.runners import runner_for
+
+    with pytest.raises(UsageError) as exc:
+        runner_for("virtual", options={"host": "pi@raspberrypi"})
+    assert "runner virtual has no option 'host'" in exc.value.message and "max_payload" in exc.value.hint
+    assert runner_for("qemu-m4", options={"emulate": "yes"}).options["emulate"] is True
+
+
+def test_sdk_profiles_a_pi_without_cli_flags_in_its_errors(tmp_path, tiny_models):
+    """From Python, a Pi is profiled through its runner; a missing host names the runner option."""
+    import edgekit
+
+    with pytest.raises(UsageError) as exc:
+        edgekit.profile(tiny_models.path("int8_cnn"), board="rpi4")
+    assert "needs a host" in exc.value.message and "--port" not in exc.value.message
+
+
+def test_validate_refused_by_a_runner_that_cannot(tiny_models, tmp_path):
+    import numpy as np
+
+    import edgekit
+
+    np.savez(tmp_path / "d.npz", x=np.zeros((2, 8, 8, 1), np.float32))
+    with pytest.raises(UsageError) as exc:
+        edgekit.validate(tiny_models.path("int8_cnn"), tmp_path / "d.npz", board="android")
+    assert "cannot validate" in exc.value.message
