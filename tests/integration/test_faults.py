@@ -282,3 +282,23 @@ def test_no_errors_are_silent(rigs, tiny_model):
     assert not row["wrong_model"]
     if rig.board.model is not None:
         assert rig.board.model_sha == hashlib.sha256(rig.board.model).digest()
+
+
+def test_waits_do_not_grow_with_earlier_lost_replies(rigs, tiny_model):
+    """One reply lost on each of several invokes: every invoke waits one timeout, never the previous
+    invoke's retries as well (the waits once grew 4.2 s, 20.8 s, 87 s, ...)."""
+    rig = rigs("one reply lost per invoke", Faults(directions="to_host"))
+    rig.session.upload(tiny_model)
+    rig.session.invoke(bytes(64))                  # a clean round trip to start from
+    seconds = []
+    for _ in range(4):
+        rig.proxy.faults.cut_next_frames = 1       # the INVOKE_RESULT of this invoke is cut
+        t0 = time.monotonic()
+        out = rig.session.invoke(bytes(64))
+        seconds.append(time.monotonic() - t0)
+        assert len(out.output) == 10
+    assert rig.proxy.counts.frames_cut == 4 and rig.session.stats.resends >= 4
+    one_try = rig.session.timeout_for(64, 1028, 2.0 + 4 * 0.05)
+    assert max(seconds) < 2 * one_try, seconds
+    assert seconds[-1] < 1.5 * seconds[0] + 0.5, seconds
+    rig.finish("ok", tiny_model)
