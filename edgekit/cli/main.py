@@ -81,8 +81,26 @@ def report_error(exc: BaseException) -> int:
     return 1
 
 
+ERROR_SCHEMA = "edgekit.error/1"
+
+
+def error_document(exc: BaseException, code: int) -> dict:
+    """The JSON document a --json command prints on stdout when it fails (next to the line on stderr)."""
+    from edgekit.errors import EdgekitError
+
+    if isinstance(exc, EdgekitError):
+        return {"schema": ERROR_SCHEMA, "code": code, "error": type(exc).__name__, "message": exc.message,
+                "hint": exc.hint}
+    if isinstance(exc, KeyboardInterrupt):
+        return {"schema": ERROR_SCHEMA, "code": code, "error": "Interrupted", "message": "interrupted", "hint": None}
+    return {"schema": ERROR_SCHEMA, "code": code, "error": type(exc).__name__, "message": str(exc),
+            "hint": "run again with EDGEKIT_DEBUG=1 for the traceback and report it"}
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry. Typer handles usage errors (exit 2) and --help; edgekit errors become one line."""
+    """Console entry. Typer handles usage errors (exit 2) and --help; edgekit errors become one line
+    on stderr (and, for a command run with --json, one error document on stdout)."""
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
         app(args=argv, prog_name="edgekit")
     except SystemExit:
@@ -92,7 +110,13 @@ def main(argv: list[str] | None = None) -> None:
             import traceback
 
             traceback.print_exc()
-        sys.exit(report_error(e))
+        code = report_error(e)
+        if "--json" in args:
+            import json
+
+            sys.stdout.write(json.dumps(error_document(e, code), default=str) + "\n")
+            sys.stdout.flush()
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -37,3 +37,15 @@ def test_every_error_class_has_a_documented_exit_code():
     assert classes
     for c in classes:
         assert c.exit_code in EXIT_CODES, c.__name__
+
+
+def test_a_json_command_that_fails_prints_an_error_document(tmp_path):
+    """With --json, an error is one JSON document on stdout as well as the line on stderr."""
+    import json
+
+    out = subprocess.run([sys.executable, "-m", "edgekit", "inspect", str(tmp_path / "missing.tflite"), "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 3
+    doc = json.loads(out.stdout)
+    assert doc["schema"] == "edgekit.error/1" and doc["code"] == 3 and doc["error"] == "InputFileError"
+    assert "missing.tflite" in doc["message"] and out.stderr.startswith("edgekit: error: ")
