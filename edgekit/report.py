@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import BoardError, InputFileError
+from edgekit.errors import BoardError, EdgekitError, InputFileError
 
 REPORT_SCHEMA = "edgekit.report/1"
 CONVERT_SCHEMA = "edgekit.convert/1"
@@ -275,6 +275,9 @@ def _budget(data: ReportData, board: str | None) -> dict[str, Any] | None:
         arena = (data.convert.get("evaluation") or {}).get("tflm_arena_bytes")
         arena_source = "report.json (host TFLM)" if arena is not None else None
     model_bytes = mem.get("model_bytes") or data.sizes.get("final_bytes")
+    runtime, problems = _runtime_problems(Path(data.folder) / "model.tflite", b)
+    for problem in problems:
+        data.notes.append(f"{board_id} cannot run model.tflite correctly: {problem}")
     flash_avail = b.flash_bytes - b.firmware_flash_bytes
     ram_avail = b.ram_bytes - b.firmware_ram_bytes
     return {"board": board_id, "board_name": b.name,
@@ -283,7 +286,22 @@ def _budget(data: ReportData, board: str | None) -> dict[str, Any] | None:
             "ram_bytes": b.ram_bytes, "firmware_ram_bytes": b.firmware_ram_bytes,
             "ram_available_bytes": ram_avail, "arena_bytes": arena, "arena_source": arena_source,
             "flash_fits": None if model_bytes is None else model_bytes <= flash_avail,
-            "ram_fits": None if arena is None else arena <= ram_avail}
+            "ram_fits": None if arena is None else arena <= ram_avail,
+            "runtime": runtime, "runtime_problems": problems,
+            "runs_correctly": None if runtime is None else not problems}
+
+
+def _runtime_problems(model_file: Path, board) -> tuple[str | None, list[str]]:
+    """The board's TFLM runtime (from its board file) and what it cannot run correctly in the model."""
+    from edgekit.tflm.compat import check_model, facts_from_board
+
+    facts = facts_from_board(board)
+    if facts is None or not model_file.is_file():
+        return None, []
+    try:
+        return facts.label, [p.message for p in check_model(model_file.read_bytes(), facts)]
+    except EdgekitError:
+        return facts.label, []
 
 
 # --- charts ---------------------------------------------------------------------------------------
@@ -495,7 +513,8 @@ def tables(data: ReportData) -> list[tuple[str, list[str], list[list[Any]]]]:
         out.append((f"Budget on {b['board']} ({b['board_name']})", ["", "used", "available", "total", "fits"],
                     [["flash (model)", b["model_bytes"], b["flash_available_bytes"], b["flash_bytes"],
                       b["flash_fits"]],
-                     ["RAM (arena)", b["arena_bytes"], b["ram_available_bytes"], b["ram_bytes"], b["ram_fits"]]]))
+                     ["RAM (arena)", b["arena_bytes"], b["ram_available_bytes"], b["ram_bytes"], b["ram_fits"]],
+                     *([[f"runs correctly on {b['runtime']}", "", "", "", b["runs_correctly"]]] if b.get("runtime") else [])]))
     return out
 
 

@@ -208,3 +208,12 @@ def test_per_op_profile_adds_a_chart_and_a_table(artifact, tmp_path):
     assert "Per-op latency" in html and "no per-op data" not in html
     table = dict((t, rows) for t, _, rows in edgekit.report.tables(data))
     assert [r[0] for r in table["Per-op latency on virtual (host time)"]] == ["FULLY_CONNECTED", "CONV_2D"]
+
+
+def test_budget_says_whether_the_board_runtime_runs_the_model_correctly(artifact):
+    """A per-channel dense int8 model fits a Nano 33 BLE, but its TFLM library computes it wrong."""
+    nano = edgekit.report.collect(artifact, board="nano33ble").budget
+    assert nano["flash_fits"] and nano["runs_correctly"] is False
+    assert nano["runtime"] == "Chirale_TensorFLowLite 2.0.0" and "FULLY_CONNECTED" in nano["runtime_problems"][0]
+    virtual = edgekit.report.collect(artifact, board="virtual").budget
+    assert virtual["runs_correctly"] is True and virtual["runtime_problems"] == []
