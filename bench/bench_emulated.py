@@ -113,6 +113,28 @@ def main() -> int:
               f"({fb['instructions_mean'] / profiles[0]['instructions']['mean']:.2f}x the int8 model)")
     doc["profile"] = profiles
 
+    # -- time and energy on the Nano 33 BLE, estimated from instruction counts ---------------------------
+    rows = []
+    for tree in trees:
+        for name, path in models.items():
+            try:
+                p = edgekit.profile(path, board="nano33ble", emulate=True, runs=20, warmup=2,
+                                    options={"tflm_src": str(tree.root)}).to_dict()
+            except EdgekitError as e:
+                rows.append([tree.label, name, "-", "-", "-", f"refused: {e.message[:60]}"])
+                continue
+            est, energy = p["estimate"], p["energy"]
+            fb = energy.get("float_baseline") or {}
+            rows.append([tree.label, name, f"{p['instructions']['median']:,.0f}",
+                         f"{est['latency_us'] / 1000:.1f} ({est['latency_us_low'] / 1000:.1f}-"
+                         f"{est['latency_us_high'] / 1000:.1f})", f"{energy['per_inference_uj']:.0f}",
+                         (f"float {fb['estimated_latency_us'] / 1000:.1f} ms, {fb['per_inference_uj']:.0f} µJ: "
+                          f"saves {100 * fb['saved_fraction']:.0f} %") if "saved_uj" in fb else fb.get("skipped", "-")])
+            doc.setdefault("energy", []).append({"tree": tree.label, "model": name, "estimate": est, "energy": energy})
+    print()
+    print(table("Nano 33 BLE (--emulate), estimated from instruction counts x CPI (targets/cores/cortex-m4.yaml) "
+                "/ 64 MHz, 20 mW active", ["tree", "model", "instructions", "ms (band)", "µJ", "float model"], rows))
+
     # -- firmware sizes and build times ----------------------------------------------------------------
     per_tensor = models["int8 (per-tensor dense)"].read_bytes()
     other = models["int8 (per-channel dense)"].read_bytes()

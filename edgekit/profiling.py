@@ -9,6 +9,7 @@ for every runner (serial boards, the virtual board, later a Raspberry Pi or an A
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -132,6 +133,7 @@ class ProfileResult:
     firmware: dict[str, Any] | None = None        # what was built for the device (emulated target)
     notes: list[str] = field(default_factory=list)
     float_baseline: dict[str, Any] | None = None  # the float model on the same device (also in energy)
+    estimate: dict[str, Any] | None = None        # a board's time from emulated counts (edgekit.estimate)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "created": self.created, "edgekit_version": self.edgekit_version,
@@ -140,14 +142,15 @@ class ProfileResult:
                 "latency_samples_us": self.latency_samples_us, "instructions": self.instructions,
                 "cycles": self.cycles, "per_op": self.per_op, "per_op_note": self.per_op_note,
                 "memory": self.memory, "roofline": self.roofline, "energy": self.energy, "upload": self.upload,
-                "firmware": self.firmware, "float_baseline": self.float_baseline, "notes": self.notes}
+                "firmware": self.firmware, "float_baseline": self.float_baseline, "estimate": self.estimate,
+                "notes": self.notes}
 
 
 def energy_estimate(board, mean_latency_us: float) -> dict:
-    """Energy per inference, estimated: the board's active power x the mean latency (mW x ms = µJ)."""
-    return {"estimate": True, "active_power_mw": board.active_power_mw,
-            "per_inference_uj": board.active_power_mw * mean_latency_us / 1000.0,
-            "method": "board active_power_mw x mean latency", "float_baseline": None}
+    """Energy per inference, estimated: the board's active power x the mean latency measured on it."""
+    from edgekit.estimate import energy_from_time
+
+    return energy_from_time(board, mean_latency_us, method="board active_power_mw x mean latency")
 
 
 def roofline(macs: int | None, latency_us: float, clock_hz: int, peak_macs_per_cycle: float) -> dict:
@@ -273,6 +276,12 @@ def profile_link(runner, model_path: str | os.PathLike, *, port: str | None = No
                                          min(warmup, 5), progress)
         upload, train, session = _measure(conn, model, facts, runs, warmup, progress)
         hello = session.hello()
+    if (baseline is not None and "skipped" in baseline and getattr(runner, "builds_per_model", False)
+            and not conn.board.int8_only):
+        # a board that gets its model built in (an emulated Nano): the float model gets its own firmware
+        with runner.open_link(port=port, baud=baud, models=[models[1]]) as other:
+            baseline = _profile_baseline(other, baseline_path, min(runs, FLOAT_BASELINE_MAX_RUNS),
+                                         min(warmup, 5), progress)
 
     timing = conn.timing or {}
     counts = timing.get("unit") == "instructions"
@@ -300,7 +309,7 @@ def profile_link(runner, model_path: str | os.PathLike, *, port: str | None = No
     else:
         note = ("the device has no per-op timing (PER_OP capability)"
                 if not hello.has(Capability.PER_OP) else "the device sent no per-op records")
-    energy = roof = None
+    energy = roof = estimate = None
     if timing.get("source") == "device":
         energy = energy_estimate(b, stats["mean"])
         roof = roofline(facts.macs, stats["mean"], b.clock_hz, b.peak_int8_macs_per_cycle)
@@ -313,8 +322,7 @@ def profile_link(runner, model_path: str | os.PathLike, *, port: str | None = No
             energy["float_baseline"] = baseline
     elif counts:
         roof = {"macs": facts.macs, "instructions_per_mac": (instructions["mean"] / facts.macs) if facts.macs else None}
-        notes.append("instruction counts from the emulated target; a board's time is instructions x its cycles "
-                     "per instruction / its clock, and no energy is derived here")
+        estimate, energy = _board_estimate(runner, b, instructions, per_op, baseline, notes)
     else:
         notes.append(f"{timing.get('label') or 'host time'}; no board roofline or energy is computed from it")
     return ProfileResult(
@@ -327,7 +335,42 @@ def profile_link(runner, model_path: str | os.PathLike, *, port: str | None = No
         roofline=roof, energy=energy, upload=upload, runner=runner.name,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         edgekit_version=__version__, timing=timing, instructions=instructions, firmware=conn.firmware,
-        notes=notes, float_baseline=baseline)
+        notes=notes, float_baseline=baseline, estimate=estimate)
+
+
+def _board_estimate(runner, board, instructions: dict, per_op, baseline, notes: list[str]):
+    """Time and energy on the emulated board from its instruction counts (edgekit.estimate), or why not.
+
+    Only when a real board's firmware was emulated (``--emulate``): the qemu-m4 machine's own clock is
+    nominal. Uses the median instruction count (named in the result).
+    """
+    from edgekit.estimate import energy_from_time, not_available, time_estimate
+
+    if not getattr(runner, "emulating", False):
+        notes.append("instruction counts from the emulated target; for a board's time and energy emulate that "
+                     "board (--emulate --board B)")
+        return None, None
+    est = time_estimate(instructions["median"], board)
+    if est is None:
+        notes.append(not_available(board))
+        return None, None
+    est["statistic"] = "median"
+    scale = est["latency_us"] / instructions["median"] if instructions["median"] else 0.0
+    for row in per_op or []:
+        row["estimated_us"] = row["instructions_mean"] * scale
+    method = "board active_power_mw x estimated time (instructions x CPI / clock)"
+    energy = energy_from_time(board, est["latency_us"], est["latency_us_low"], est["latency_us_high"], method=method)
+    if baseline is not None and "instructions_mean" in baseline:
+        f_est = time_estimate(baseline["instructions_mean"], board)
+        f_uj = board.active_power_mw * f_est["latency_us"] / 1000.0
+        baseline.update({"estimated_latency_us": f_est["latency_us"], "per_inference_uj": f_uj,
+                         "saved_uj": f_uj - energy["per_inference_uj"],
+                         "saved_fraction": (f_uj - energy["per_inference_uj"]) / f_uj if f_uj > 0 else None})
+        energy["float_baseline"] = baseline
+    notes.append(f"time and energy on {board.id} are estimates: instructions x CPI {est['cpi']} "
+                 f"({est['cpi_range'][0]}-{est['cpi_range'][1]}) / {board.clock_hz / 1e6:g} MHz; CPI source: "
+                 f"targets/cores/{est['core']}.yaml")
+    return est, energy
 
 
 def _baseline_path(path: Path, float_baseline) -> Path | None:
@@ -354,11 +397,11 @@ def _profile_baseline(conn, path: Path, runs: int, warmup: int, progress) -> dic
     if conn.board.int8_only:
         out["skipped"] = f"board {conn.board.id} runs int8 kernels only"
         return out
-    if not conn.runtime_model_upload:
+    data = read_input(path, "float baseline model")
+    if not conn.runtime_model_upload and conn.hello.model_sha256 != hashlib.sha256(data).digest():
         out["skipped"] = "the board takes no models at run time (flash it to compare)"
         return out
     try:
-        data = read_input(path, "float baseline model")
         facts = model_facts(data, str(path))
         _, train, _ = _measure(conn, data, facts, runs, warmup, progress)
     except DeviceError as e:

@@ -112,6 +112,17 @@ def lut_digits_cnn() -> bytes:
     return lut_compressed_cnn()[1]
 
 
+def int8_autoencoder() -> bytes:
+    """A dense int8 autoencoder (640 -> 4 x 128 -> 8 -> 4 x 128 -> 640, the MLPerf Tiny AD shape): host TFLM
+    crashes (SIGSEGV) instead of failing cleanly at some too-small arena sizes."""
+    k = _keras()
+    inp = k.layers.Input((640,), batch_size=1)
+    x = inp
+    for units in (128, 128, 128, 128, 8, 128, 128, 128, 128):
+        x = k.layers.ReLU()(k.layers.BatchNormalization()(k.layers.Dense(units)(x)))
+    return convert_keras(k.Model(inp, k.layers.Dense(640)(x)), int8=True)
+
+
 def float_cnn() -> bytes:
     """The int8_cnn architecture left in float32 (no quantization at all)."""
     return convert_keras(int8_cnn_keras(), int8=False)
@@ -242,6 +253,7 @@ BUILDERS: dict[str, Callable[[], bytes]] = {
     "digits_cnn": digits_cnn,
     "digits_cnn_per_tensor": digits_cnn_per_tensor,
     "int8_cnn_per_tensor": int8_cnn_per_tensor,
+    "int8_autoencoder": int8_autoencoder,
     "lut_digits_cnn": lut_digits_cnn,
 }
 

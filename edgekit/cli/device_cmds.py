@@ -51,13 +51,21 @@ def _print_profile(out: Output, data: dict) -> None:
         t.add_row(*(_fmt_us(lat[k]) for k in keys))
         c.print(t)
         c.print(f"95% confidence interval of the mean: {_fmt_us(lat['ci95_low'])} – {_fmt_us(lat['ci95_high'])}")
+    est = data.get("estimate")
+    if est:
+        c.print(f"estimated on {data['board']['id']}: {_fmt_us(est['latency_us'])} per inference "
+                f"({_fmt_us(est['latency_us_low'])} – {_fmt_us(est['latency_us_high'])}), {est['statistic']} "
+                f"instructions x CPI {est['cpi']} ({est['cpi_range'][0]}–{est['cpi_range'][1]}) / "
+                f"{est['clock_hz'] / 1e6:g} MHz")
     if data.get("per_op"):
         ops = Table(title="per op", show_header=True)
-        for col in ("op", "count", "instructions" if ins else "mean", "share"):
+        cols = ["op", "count", "instructions" if ins else "mean"] + (["estimated"] if est else []) + ["share"]
+        for col in cols:
             ops.add_column(col, justify="right" if col != "op" else "left")
         for op in data["per_op"]:
             value = _fmt_count(op.get("instructions_mean")) if ins else _fmt_us(op.get("mean_us"))
-            ops.add_row(op["name"], str(op["count"]), value, f"{op['share']:.0%}")
+            extra = [_fmt_us(op.get("estimated_us"))] if est else []
+            ops.add_row(op["name"], str(op["count"]), value, *extra, f"{op['share']:.0%}")
         c.print(ops)
     elif data.get("per_op_note"):
         c.print(f"per-op timing: not available; {data['per_op_note']}")
@@ -76,8 +84,13 @@ def _print_profile(out: Output, data: dict) -> None:
         if r.get("instructions_per_mac") is not None:
             facts.add_row("instructions per MAC", f"{r['instructions_per_mac']:.2f}")
     if e:
-        facts.add_row("energy (estimate)", f"{e['per_inference_uj']:.3f} µJ per inference "
+        band = (f", {e['per_inference_uj_low']:.3f}–{e['per_inference_uj_high']:.3f}"
+                if e.get("per_inference_uj_low") is not None else "")
+        facts.add_row("energy (estimate)", f"{e['per_inference_uj']:.3f} µJ per inference{band} "
                       f"({e['active_power_mw']} mW active)")
+        if e.get("per_year_at_1_hz_j") is not None:
+            facts.add_row("at 1 inference/s", f"{e['per_year_at_1_hz_j']:.2f} J per year "
+                          f"({e['per_year_at_1_hz_j'] / 3600:.4f} Wh)")
     fb = (e or {}).get("float_baseline") or data.get("float_baseline")
     if fb:
         if "saved_uj" in fb:

@@ -32,7 +32,7 @@ _ERROR_HINTS = {
     ErrCode.BAD_LENGTH: "the input size does not match the model on the device; is it the same model?",
     ErrCode.HASH_MISMATCH: "the model was corrupted on the way; run again (the old model stays active)",
     ErrCode.MODEL_INVALID: "the device runtime refused the model (ops, schema or arena too small)",
-    ErrCode.TOO_LARGE: "the model is larger than the device's model buffer; shrink it",
+    ErrCode.TOO_LARGE: "the model, or its input or output, is larger than the device's buffers; shrink it",
     ErrCode.UNSUPPORTED: "the firmware on this board lacks this capability",
     ErrCode.BAD_STATE: "the device lost track of the transfer; run again",
 }

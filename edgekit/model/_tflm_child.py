@@ -81,9 +81,12 @@ def _runs(req: dict, arena_bytes: int, alt_bytes: int) -> bool:
     import numpy as np
     from tflite_micro.python.tflite_micro import runtime
 
+    import gc
+
     sys.stderr.write(f"@@probe {arena_bytes} {alt_bytes}\n")
     sys.stderr.flush()
     ok = True
+    it = None
     try:
         it = runtime.Interpreter.from_bytes(
             req["model"], arena_size=arena_bytes,
@@ -95,6 +98,10 @@ def _runs(req: dict, arena_bytes: int, alt_bytes: int) -> bool:
         it.invoke()
     except Exception:  # noqa: BLE001 - any failure means "does not run in this arena"
         ok = False
+    # Destroy the interpreter before the result line: TFLM may crash tearing down an interpreter whose
+    # allocation failed half-way, and that crash belongs to this size, not to the next one.
+    it = None
+    gc.collect()
     sys.stderr.write(f"@@result {arena_bytes} {alt_bytes} {'ok' if ok else 'fail'}\n")
     sys.stderr.flush()
     return ok
@@ -115,9 +122,14 @@ def op_arena(req: dict) -> dict:
 
     alt = int(req.get("alt_decompression_bytes", 0))
     lo, hi = int(req.get("lo", 0)), int(req.get("hi", 0))
+    known_fail = set(int(n) for n in req.get("known_fail", ()))   # sizes that crashed an earlier child
+
+    def runs(size: int) -> bool:
+        return size not in known_fail and _runs(req, size, alt)
+
     if not hi:
         size = int(req["start_bytes"])
-        while not _runs(req, size, alt):
+        while not runs(size):
             if size >= int(req["max_bytes"]):
                 return {"arena_bytes": None, "too_large": True}
             lo, size = size, min(size * 2, int(req["max_bytes"]))
@@ -133,12 +145,12 @@ def op_arena(req: dict) -> dict:
     while True:
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            if _runs(req, mid, alt):
+            if runs(mid):
                 hi = mid
             else:
                 lo = mid
         # Allocation is not guaranteed monotonic in the arena size: insist that 16 bytes less fails.
-        if hi >= 16 and _runs(req, hi - 16, alt):
+        if hi >= 16 and runs(hi - 16):
             hi, lo = hi - 16, 0
             continue
         return {"arena_bytes": hi}

@@ -134,11 +134,12 @@ def measure_arena(model: bytes, *, alt_decompression_bytes: int = 0,
     lo, hi = 0, 0
     recorded = None
     restarts = 0
+    crashed: set[int] = set()      # sizes at which TFLM crashed: they count as "does not run"
     while True:
         request = {"op": "arena", "model": bytes(model), "lo": lo, "hi": hi,
                    "start_bytes": ARENA_START_BYTES, "max_bytes": ARENA_MAX_BYTES,
                    "record": recorded is None and hi == 0,
-                   "alt_decompression_bytes": int(alt_decompression_bytes)}
+                   "alt_decompression_bytes": int(alt_decompression_bytes), "known_fail": sorted(crashed)}
         try:
             reply = call_child(request, timeout_s=timeout_s)
         except NativeCrash as e:
@@ -148,6 +149,7 @@ def measure_arena(model: bytes, *, alt_decompression_bytes: int = 0,
                 raise
             recorded = recorded or _recorded_total(stderr)
             results[in_flight] = False
+            crashed.add(in_flight)
             restarts += 1
             oks = [n for n, ran in results.items() if ran]
             if oks:

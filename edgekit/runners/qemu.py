@@ -445,7 +445,7 @@ class HostCoreProcess(_Process):
 
 UPLOAD_SLOT_BYTES = 512 * 1024       # each of the upload firmware's two model slots
 UPLOAD_ARENA_BYTES = 1024 * 1024     # its tensor arena (the machine has 4 MB of RAM)
-UPLOAD_TENSOR_BYTES = 16 * 1024      # input and output staging buffers
+UPLOAD_TENSOR_BYTES = 64 * 1024      # input and output staging buffers (a 96x96x3 image is 27 KB)
 UPLOAD_MAX_PAYLOAD = 4096
 # ops of an upload firmware built before any model is known (a reset, a bare link)
 DEFAULT_OPS = ("ADD", "AVERAGE_POOL_2D", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D",
@@ -499,6 +499,11 @@ class QemuRunner(LinkRunner):
 
             raise UsageError(f"runner qemu: firmware must be tflm or test, got {self.options['firmware']!r}")
         self.last_build = None
+
+    @property
+    def builds_per_model(self) -> bool:
+        """Each model gets its own firmware (a board's, model built in): a second model needs a second build."""
+        return self.emulating and not self.board.runtime_model_upload
 
     @property
     def emulating(self) -> bool:

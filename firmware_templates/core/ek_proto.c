@@ -319,6 +319,7 @@ static void ek_on_upload_end(ek_core *core, uint16_t seq)
 {
     uint8_t digest[EK_SHA256_DIGEST_BYTES];
     const uint8_t *model;
+    int rc;
     if (!core->upload_open) {
         ek_reply_error(core, seq, EK_ERR_BAD_STATE, "UPLOAD_END without UPLOAD_BEGIN");
         return;
@@ -334,8 +335,11 @@ static void ek_on_upload_end(ek_core *core, uint16_t seq)
         ek_reply_error(core, seq, EK_ERR_HASH_MISMATCH, "sha256 of the received bytes differs");
         return;
     }
-    if (ek_load(core, model, core->upload_total, digest) != 0) {
-        ek_reply_error(core, seq, EK_ERR_MODEL_INVALID, "the runtime refused the model");
+    rc = ek_load(core, model, core->upload_total, digest);
+    if (rc != 0) {
+        ek_reply_error(core, seq, (uint16_t)rc,
+                       rc == EK_ERR_TOO_LARGE ? "the model's input or output exceeds the tensor buffers"
+                                              : "the runtime refused the model");
         return;
     }
     core->active_slot = core->upload_slot;

@@ -177,3 +177,53 @@ def test_rebuild_for_another_model_with_the_same_ops_reuses_every_tree_object(tf
     b = runner.build_for([Path(models["digits_cnn_per_tensor"]).read_bytes()])
     assert a.elf != b.elf and b.library_sources == a.library_sources
     assert b.compiled_from_tree == 0 and b.compiled <= 10     # only the firmware's own files
+
+
+def test_emulated_board_time_and_energy_int8_against_float(chirale, model_cache_dir, tmp_path):  # noqa: F811
+    """--emulate gives the Nano's time and energy from instruction counts (labelled estimates), and the
+    float model, built into its own firmware, costs more: shrinking saves energy on the board."""
+    import edgekit
+
+    folder = tmp_path / "artifact"
+    folder.mkdir()
+    (folder / "model.tflite").write_bytes(cached_model("int8_cnn_per_tensor", model_cache_dir))
+    (folder / "model_float.tflite").write_bytes(cached_model("float_cnn", model_cache_dir))
+    doc = edgekit.profile(folder / "model.tflite", board="nano33ble", emulate=True, runs=10, warmup=1,
+                          options=_options(chirale)).to_dict()
+    est, energy, fb = doc["estimate"], doc["energy"], doc["energy"]["float_baseline"]
+    assert doc["latency_us"] is None and est["estimate"] and est["statistic"] == "median"
+    assert est["latency_us"] == pytest.approx(doc["instructions"]["median"] * est["cpi"] / 64e6 * 1e6)
+    assert energy["estimate"] and energy["per_inference_uj"] == pytest.approx(20 * est["latency_us"] / 1000)
+    assert fb["instructions_mean"] > 2 * doc["instructions"]["median"]          # float kernels cost more
+    assert fb["saved_uj"] > 0 and 0 < fb["saved_fraction"] < 1
+    assert all(op["estimated_us"] > 0 for op in doc["per_op"])
+    assert any("estimates" in n and "cores/cortex-m4.yaml" in n for n in doc["notes"])
+
+
+def test_qemu_m4_itself_gets_no_board_time(tflite_micro, models):
+    import edgekit
+
+    doc = edgekit.profile(models["digits_cnn"], board="qemu-m4", runs=3, warmup=0, float_baseline=False,
+                          options=_options(tflite_micro)).to_dict()
+    assert doc["estimate"] is None and doc["energy"] is None
+    assert any("--emulate --board B" in n for n in doc["notes"])
+
+
+def test_a_model_whose_input_exceeds_the_tensor_buffers_is_refused_as_too_large(tflite_micro, tmp_path):
+    """The device says TOO_LARGE (not "the runtime refused the model") when only the buffers are short."""
+    import tinymodels
+
+    import edgekit
+    from edgekit.errors import ProtocolError
+    from edgekit.link.frames import ErrCode
+    from edgekit.runners.qemu import UPLOAD_TENSOR_BYTES
+
+    k = tinymodels._keras()
+    model = k.Sequential([k.layers.Input((160, 160, 3), batch_size=1), k.layers.Conv2D(4, 3, strides=4),
+                          k.layers.MaxPooling2D(2), k.layers.Flatten(), k.layers.Dense(10)])
+    path = tmp_path / "big_input.tflite"
+    path.write_bytes(tinymodels.convert_keras(model, int8=True))
+    assert 160 * 160 * 3 > UPLOAD_TENSOR_BYTES
+    with pytest.raises(ProtocolError) as exc:
+        edgekit.profile(path, board="qemu-m4", runs=2, float_baseline=False, options=_options(tflite_micro))
+    assert exc.value.code == int(ErrCode.TOO_LARGE) and "exceeds the tensor buffers" in exc.value.message

@@ -370,3 +370,16 @@ def test_times_measured_on_a_device_get_roofline_and_energy(artifact):
     fb = e["float_baseline"]
     assert fb["runs"] > 0 and fb["latency_us_mean"] > 0
     assert fb["saved_uj"] == pytest.approx(fb["per_inference_uj"] - e["per_inference_uj"])
+
+
+def test_a_device_that_says_it_is_another_board_is_refused(tiny_model, tmp_path):
+    """A virtual board passed as a Nano: its numbers would be read as the Nano's, so profile refuses."""
+    import edgekit
+    from edgekit.errors import DeviceError
+
+    model = tmp_path / "m.tflite"
+    model.write_bytes(tiny_model)
+    with VirtualBoard() as board:
+        with pytest.raises(DeviceError) as exc:
+            edgekit.profile(model, board="nano33ble", port=board.port, runs=2, float_baseline=False)
+    assert "says it is 'virtual', not nano33ble" in exc.value.message and exc.value.exit_code == 9

@@ -135,3 +135,48 @@ def test_validate_refused_by_a_runner_that_cannot(tiny_models, tmp_path):
     with pytest.raises(UsageError) as exc:
         edgekit.validate(tiny_models.path("int8_cnn"), tmp_path / "d.npz", board="android")
     assert "cannot validate" in exc.value.message
+
+
+# -- time and energy from instruction counts -----------------------------------------------------------
+
+def test_board_time_is_instructions_times_cpi_over_clock_with_a_band():
+    from edgekit.estimate import energy_from_time, load_cores, time_estimate
+
+    nano = load_board("nano33ble")
+    core = load_cores()["cortex-m4"]
+    est = time_estimate(1_000_000, nano)
+    assert est["estimate"] is True and est["core"] == "cortex-m4" and est["clock_hz"] == 64_000_000
+    assert est["latency_us"] == pytest.approx(1e6 * core.cpi / 64e6 * 1e6)
+    assert est["latency_us_low"] < est["latency_us"] < est["latency_us_high"]
+    assert "MLPerf Tiny" in est["source"]
+    e = energy_from_time(nano, est["latency_us"], est["latency_us_low"], est["latency_us_high"], method="m")
+    assert e["per_inference_uj"] == pytest.approx(nano.active_power_mw * est["latency_us"] / 1000)
+    assert e["per_inference_uj_low"] < e["per_inference_uj"] < e["per_inference_uj_high"]
+    assert e["per_year_at_1_hz_j"] == pytest.approx(e["per_inference_uj"] * 1e-6 * 365 * 24 * 3600)
+
+
+def test_boards_without_an_emulated_core_or_a_calibration_say_so():
+    from dataclasses import replace
+
+    from edgekit.estimate import not_available, time_estimate
+
+    esp = load_board("esp32s3")
+    assert time_estimate(1000, esp) is None and "has no emulated core" in not_available(esp)
+    odd = replace(load_board("nano33ble"), emulator={"machine": "mps2-an505", "cpu": "cortex-m33"})
+    assert time_estimate(1000, odd) is None
+    assert "no CPI calibration for core 'cortex-m33'" in not_available(odd)
+
+
+def test_a_malformed_core_file_is_one_clear_error(tmp_path, monkeypatch):
+    from edgekit import estimate, resources
+    from edgekit.errors import BoardError
+
+    (tmp_path / "cores").mkdir()
+    (tmp_path / "cores" / "cortex-m4.yaml").write_text("cpi: 2.0\ncpi_range: [2.5, 3.0]\nsource: x\n")
+    monkeypatch.setattr(resources, "targets_dir", lambda: tmp_path)
+    estimate.load_cores.cache_clear()
+    try:
+        with pytest.raises(BoardError, match="cortex-m4.yaml: cpi_range must hold cpi"):
+            estimate.load_cores()
+    finally:
+        estimate.load_cores.cache_clear()

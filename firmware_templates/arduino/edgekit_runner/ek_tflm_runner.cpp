@@ -11,6 +11,7 @@
 #include "model_data.h"
 #include "model_ops.h"
 #include "tensorflow/lite/micro/micro_interpreter.h"
+#include "tensorflow/lite/micro/micro_log.h"
 #include "tensorflow/lite/micro/micro_profiler_interface.h"
 #include "tensorflow/lite/schema/schema_generated.h"
 
@@ -120,18 +121,23 @@ int load_model(void *ctx, const uint8_t *model_bytes, uint32_t len, uint32_t *ar
     drop_interpreter();
     if (!ops_registered) {
         if (register_model_ops(op_resolver) != kTfLiteOk) {
+            MicroPrintf("edgekit runner: registering the model's ops failed");
             return 1;
         }
         ops_registered = true;
     }
     const tflite::Model *model = tflite::GetModel(model_bytes);
     if (model == nullptr || model->version() != TFLITE_SCHEMA_VERSION) {
+        MicroPrintf("edgekit runner: model schema version %d, this TFLM reads %d",
+                    model == nullptr ? -1 : static_cast<int>(model->version()), TFLITE_SCHEMA_VERSION);
         return 2;
     }
     interpreter = new (interpreter_storage) tflite::MicroInterpreter(
         model, op_resolver, tensor_arena, sizeof tensor_arena, nullptr,
         profiler.clock != nullptr ? &profiler : nullptr);
     if (interpreter->AllocateTensors() != kTfLiteOk) {
+        MicroPrintf("edgekit runner: AllocateTensors failed (tensor arena %u bytes)",
+                    static_cast<unsigned>(sizeof tensor_arena));
         drop_interpreter();
         return 3;
     }
