@@ -21,6 +21,9 @@ from edgekit.errors import RuntimeMissing, UnsupportedModelError, UsageError, Va
 from edgekit.fileio import read_input
 from edgekit.progress import ProgressFn
 
+# float outputs: the largest allowed difference, as a share of the largest reference output
+FLOAT_REL_LIMIT = 1e-3
+
 
 @dataclass
 class ValidationResult:
@@ -47,6 +50,9 @@ class ValidationResult:
     diagnosis: list[str] = field(default_factory=list)   # known causes in the device's runtime (on failure)
     timing: dict[str, Any] = field(default_factory=dict)
     firmware: dict[str, Any] | None = None
+    judged_by: str = "argmax agreement and output LSBs"
+    mae_real: float | None = None        # mean |device - reference| in real units (dequantized)
+    max_abs_real: float | None = None    # largest |device - reference| in real units
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": "edgekit.validate/1", **self.__dict__}
@@ -121,6 +127,8 @@ class Prepared:
     tflm: np.ndarray | None         # host TFLM outputs
     reference: str                  # "tflm" | "litert": what the verdict compares with
     host_note: str | None
+    classification: bool = True     # class scores (argmax is judged) or continuous outputs (it is not)
+    output_scale: float | None = None   # real = scale x (q - zero point): errors in real units
 
 
 def prepare(model_path: str | os.PathLike, data: str | os.PathLike, n: int, *, runtime: str = "tflm",
@@ -163,7 +171,25 @@ def prepare(model_path: str | os.PathLike, data: str | os.PathLike, n: int, *, r
         tflm = tflm_host.invoke(model, xq)["outputs"][0].reshape(len(xq), -1)
     reference = "tflm" if (runtime == "tflm" or litert is None) else "litert"
     return Prepared(path=path, model=model, xq=xq, odtype=np.dtype(ospec["dtype"]), labels=labels,
-                    litert=litert, tflm=tflm, reference=reference, host_note=host_note)
+                    litert=litert, tflm=tflm, reference=reference, host_note=host_note,
+                    classification=labels is not None or _scores_output(model), output_scale=ospec.get("scale"))
+
+
+CLASS_SCORE_OPS = ("SOFTMAX", "LOGISTIC", "LOG_SOFTMAX", "ARG_MAX")
+
+
+def _scores_output(model: bytes) -> bool:
+    """The model's output is class scores: it comes from SOFTMAX/LOGISTIC/ARG_MAX, or is a short vector."""
+    from edgekit.model.graph import parse
+    from edgekit.model.load import load_tflite
+
+    sg = parse(load_tflite(model)).main
+    out = sg.outputs[0]
+    producer = next((op for op in sg.operators if out in op.outputs), None)
+    if producer is not None and producer.op in CLASS_SCORE_OPS:
+        return True
+    width = sg.tensors[out].elements
+    return producer is not None and producer.op in ("FULLY_CONNECTED",) and width <= 100
 
 
 def _diff(dev: np.ndarray, host: np.ndarray, integer: bool) -> tuple[float, int | None, float]:
@@ -190,10 +216,21 @@ def compare(prep: Prepared, device_outputs: list[bytes], times_us: list[float], 
         acc_dev = float(np.mean(dev.argmax(axis=1) == prep.labels))
         acc_host = float(np.mean(host.argmax(axis=1) == prep.labels))
     failures = []
-    if agreement < min_agreement:
+    if prep.classification and agreement < min_agreement:
         failures.append(f"argmax agreement {agreement:.2%} < {min_agreement:.2%}")
     if lsb is not None and lsb > max_lsb:
         failures.append(f"outputs differ by up to {lsb} LSBs (limit {max_lsb})")
+    # errors in real units: dequantized integer outputs, or float outputs as they are
+    scale = prep.output_scale if integer and prep.output_scale else (None if integer else 1.0)
+    real_diff = np.abs(dev.astype(np.float64) - host.astype(np.float64)) * (scale or 1.0)
+    mae_real = float(real_diff.mean()) if scale is not None and real_diff.size else None
+    max_abs_real = float(real_diff.max()) if scale is not None and real_diff.size else None
+    if not integer:
+        ref_max = float(np.abs(host).max()) if host.size else 0.0
+        limit = FLOAT_REL_LIMIT * max(ref_max, 1e-12)
+        if max_abs_real is not None and max_abs_real > limit:
+            failures.append(f"float outputs differ by up to {max_abs_real:.3g} (limit {limit:.3g}: "
+                            f"{FLOAT_REL_LIMIT:g} of the largest reference output)")
     exact = float(np.mean(np.all(dev == host, axis=1))) if host.shape == dev.shape else None
     return ValidationResult(
         model=str(prep.path), board=board, samples=n, agreement=agreement,
@@ -202,7 +239,10 @@ def compare(prep: Prepared, device_outputs: list[bytes], times_us: list[float], 
         accuracy_host=acc_host, latency_us_mean=float(np.mean(times_us)) if times_us else None,
         passed=not failures, failures=failures, host_reference=prep.reference, host_note=prep.host_note,
         agreement_litert=agreement_litert, max_lsb_litert=lsb_litert, exact_fraction=exact,
-        diagnosis=list(diagnosis or []) if failures else [])
+        diagnosis=list(diagnosis or []) if failures else [],
+        judged_by="argmax agreement and output LSBs" if prep.classification else
+        "output LSBs (continuous outputs: argmax agreement is shown, not judged)",
+        mae_real=mae_real, max_abs_real=max_abs_real)
 
 
 def diagnose(model: bytes, facts) -> list[str]:

@@ -135,6 +135,8 @@ def _print_validation(out: Output, data: dict) -> None:
     t.add_row(f"max |difference| (output LSBs, vs {ref})", str(data["max_lsb"]), f"≤ {data['max_lsb_limit']}")
     if data.get("exact_fraction") is not None:
         t.add_row(f"samples equal to {ref}", f"{data['exact_fraction']:.2%}", "")
+    if data.get("max_abs_real") is not None:
+        t.add_row("mean / max |difference| (real units)", f"{data['mae_real']:.4g} / {data['max_abs_real']:.4g}", "")
     other = "litert" if data.get("host_reference") == "tflm" else "tflm"
     if data.get(f"agreement_{other}") is not None:
         t.add_row(f"argmax agreement (device vs {names[other]}, for information)",
@@ -147,6 +149,7 @@ def _print_validation(out: Output, data: dict) -> None:
     out.console.print(t)
     if (data.get("timing") or {}).get("label"):
         out.console.print(f"device: {data['timing']['label']}")
+    out.console.print(f"judged by: {data.get('judged_by')}")
     if data.get("host_note"):
         out.console.print(f"note: {data['host_note']}")
     for cause in data.get("diagnosis") or []:

@@ -383,3 +383,23 @@ def test_a_device_that_says_it_is_another_board_is_refused(tiny_model, tmp_path)
         with pytest.raises(DeviceError) as exc:
             edgekit.profile(model, board="nano33ble", port=board.port, runs=2, float_baseline=False)
     assert "says it is 'virtual', not nano33ble" in exc.value.message and exc.value.exit_code == 9
+
+
+def test_continuous_outputs_are_judged_by_their_error_not_by_argmax(tmp_path):
+    """An autoencoder's 640 outputs: argmax agreement is shown, not judged; LSBs and real-unit errors are."""
+    import tinymodels
+
+    from edgekit.validation import validate
+
+    model = tmp_path / "ae.tflite"
+    model.write_bytes(tinymodels.int8_autoencoder())
+    x = np.random.default_rng(5).uniform(-1, 1, size=(8, 640)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", x=x)
+    ok = validate(model, tmp_path / "x.npz", n=8)
+    assert ok.passed and ok.judged_by.startswith("output LSBs") and ok.max_abs_real == 0.0
+    bad = validate(model, tmp_path / "x.npz", n=8, raise_on_fail=False, options={"faults": BoardFaults(output_offset=3)})
+    assert not bad.passed and bad.failures == [f"outputs differ by up to {bad.max_lsb} LSBs (limit 1)"]
+    from edgekit.profiling import model_facts
+
+    scale = model_facts(model.read_bytes()).outputs[0]["scale"]
+    assert bad.max_abs_real == pytest.approx(bad.max_lsb * scale) and 0 < bad.mae_real <= bad.max_abs_real
