@@ -111,7 +111,9 @@ def main(argv: list[str] | None = None) -> None:
 
             traceback.print_exc()
         code = report_error(e)
-        if "--json" in args:
+        from edgekit.cli import output
+
+        if "--json" in args and not output.json_document_written:
             import json
 
             sys.stdout.write(json.dumps(error_document(e, code), default=str) + "\n")

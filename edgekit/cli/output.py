@@ -30,6 +30,11 @@ def dumps(data: Any) -> str:
     return json.dumps(data, indent=2, default=_jsonable, sort_keys=False)
 
 
+# Set when a command has printed its JSON document: an error after it (validate's exit 10, say) must
+# not print a second document on stdout.
+json_document_written = False
+
+
 class Output:
     def __init__(self, json_mode: bool = False, quiet: bool = False):
         self.json_mode = json_mode
@@ -65,9 +70,11 @@ class Output:
 
     def result(self, data: Any, human: Callable[["Output", Any], None] | None = None) -> None:
         """Print the command's result: JSON document, or the human rendering."""
+        global json_document_written
         if self.json_mode:
             sys.stdout.write(dumps(data) + "\n")
             sys.stdout.flush()
+            json_document_written = True
         elif not self.quiet:
             if human is not None:
                 human(self, data)

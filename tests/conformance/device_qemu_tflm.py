@@ -35,4 +35,5 @@ def _qemu_tflm(request):
 def register(factories):
     from conformance.conftest import DeviceFactory
 
-    factories["qemu-m4"] = DeviceFactory(_qemu_tflm, marks=(pytest.mark.qemu,))
+    # the first test builds the firmware (a minute or two with an empty object cache): a longer bound
+    factories["qemu-m4"] = DeviceFactory(_qemu_tflm, marks=(pytest.mark.qemu, pytest.mark.timeout(1500)))

@@ -319,8 +319,10 @@ def test_model_invalid_leaves_no_model_and_invoke_failed(dev):
     assert frame.type == MsgType.ERROR and fr.Error.unpack(frame.payload).code == ErrCode.MODEL_INVALID
     assert not dev.hello().has_model
     dev.expect_error(MsgType.INVOKE, b"", ErrCode.NO_MODEL)
-    frame = dev.upload(ekt1(8, 4 + IO_MAX))  # output larger than the device's output buffer
-    assert frame.type == MsgType.ERROR and fr.Error.unpack(frame.payload).code == ErrCode.MODEL_INVALID
+    frame = dev.upload(ekt1(8, 4 + IO_MAX))  # output larger than the device's output buffer: TOO_LARGE
+    err = fr.Error.unpack(frame.payload)
+    assert frame.type == MsgType.ERROR and err.code == ErrCode.TOO_LARGE and "tensor buffers" in err.message
+    assert not dev.hello().has_model
     assert dev.upload(ekt1(4, 4, flags=1)).type == MsgType.UPLOAD_DONE
     dev.expect_error(MsgType.INVOKE, b"abcd", ErrCode.INVOKE_FAILED)
     dev.expect_error(MsgType.PROFILE, fr.ProfileRequest(1, 2).pack(), ErrCode.INVOKE_FAILED)

@@ -125,6 +125,12 @@ def test_json_output_is_one_document_and_matches_report(tmp_path, digits_files):
 
 
 @pytest.mark.slow
+def _default_sigint() -> None:
+    """In the child: SIGINT as a terminal sends it (a shell that started the tests in the background
+    left it ignored, and the child would inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_mid_run_keeps_earlier_outputs(tmp_path, digits_files):
     out = tmp_path / "o"
     r = edgekit("convert", digits_files["model"], "--data", digits_files["train"], "-o", out)
@@ -134,7 +140,8 @@ def test_sigint_mid_run_keeps_earlier_outputs(tmp_path, digits_files):
     env.pop("EDGEKIT_DEBUG", None)
     proc = subprocess.Popen([sys.executable, "-m", "edgekit", "convert", str(digits_files["model"]), "--data",
                              str(digits_files["train"]), "--prune", "0.5", "--epochs", "200", "-o", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=_default_sigint)
     time.sleep(12)   # well into fine-tuning (TensorFlow import + load take a few seconds)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)

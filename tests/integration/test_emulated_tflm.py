@@ -154,7 +154,9 @@ def test_cli_profile_emulate_prints_instruction_counts(chirale, models, tmp_path
     assert "instructions per inference (emulated target)" in r.stdout and "CONV_2D" in r.stdout
     doc = json.loads(out.read_text())
     assert doc["device"]["board_id"] == "nano33ble" and "emulated on QEMU" in doc["device"]["firmware_version"]
-    assert doc["firmware"]["tree"]["name"] == "Chirale_TensorFLowLite" and doc["energy"] is None
+    assert doc["firmware"]["tree"]["name"] == "Chirale_TensorFLowLite"
+    assert doc["estimate"]["core"] == "cortex-m4" and doc["energy"]["estimate"] is True
+    assert "estimated on nano33ble" in r.stdout
 
 
 def test_model_larger_than_the_upload_slot_is_refused_before_building(tflite_micro, tmp_path):

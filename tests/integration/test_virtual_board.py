@@ -70,7 +70,8 @@ def test_cli_human_output_has_stats_table(artifact):
 def test_cli_virtual_board_serves_until_interrupted(artifact, tiny_model):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.Popen(EDGEKIT + ["virtual-board", str(artifact / "model.tflite"), "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         buf = b""
         deadline = time.monotonic() + 60

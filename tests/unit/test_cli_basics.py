@@ -49,3 +49,24 @@ def test_a_json_command_that_fails_prints_an_error_document(tmp_path):
     doc = json.loads(out.stdout)
     assert doc["schema"] == "edgekit.error/1" and doc["code"] == 3 and doc["error"] == "InputFileError"
     assert "missing.tflite" in doc["message"] and out.stderr.startswith("edgekit: error: ")
+
+
+def test_a_failure_after_the_json_result_prints_no_second_document(monkeypatch, capsys, tmp_path):
+    """validate --json that fails (exit 10) has printed its result: the error adds no second document."""
+    import json
+
+    import pytest
+
+    from edgekit import validation
+    from edgekit.cli import main as cli_main, output
+
+    failed = validation.ValidationResult(model="m", board="virtual", samples=1, agreement=0.0, agreement_tflm=0.0,
+                                         max_lsb=9, max_lsb_tflm=9, max_abs_diff=9.0, max_lsb_limit=1,
+                                         min_agreement=0.99, passed=False, failures=["outputs differ by up to 9 LSBs"])
+    monkeypatch.setattr(validation, "validate", lambda *a, **kw: failed)
+    monkeypatch.setattr(output, "json_document_written", False)
+    with pytest.raises(SystemExit) as exc:
+        cli_main.main(["validate", str(tmp_path / "m.tflite"), "--data", str(tmp_path / "d.npz"), "--json"])
+    assert exc.value.code == 10
+    doc = json.loads(capsys.readouterr().out)          # exactly one document: the result
+    assert doc["schema"] == "edgekit.validate/1" and doc["passed"] is False
