@@ -53,7 +53,7 @@ def main() -> None:
     rows.append(("inspect with exact arena + fit", f"{(time.perf_counter() - t0) * 1e3:.0f} ms"))
     rows.append(("model", f"{r.model_bytes:,} B, {r.total_params:,} params, {r.total_macs:,} MACs"))
     rows.append(("arena (exact / recorded)", f"{r.arena.arena_bytes:,} B / {r.arena.recorded_bytes:,} B"))
-    rows.append(("roofline bound on nano33ble", f"{r.board_fit.latency_bound_us:,.1f} us"))
+    rows.append(("roofline bound on nano33ble", f"{r.roofline['latency_bound_us']:,.1f} us"))
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

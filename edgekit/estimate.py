@@ -27,6 +27,10 @@ class CoreModel:
     cpi_low: float
     cpi_high: float
     source: str
+    cycles_per_mac: float | None = None        # published cycles per model MAC (the MAC-based estimate)
+    cycles_per_mac_low: float | None = None
+    cycles_per_mac_high: float | None = None
+    cycles_per_mac_source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,7 +58,19 @@ def load_cores() -> dict[str, CoreModel]:
             raise BoardError(f"core file {path.name} needs cpi, cpi_range [low, high] and source") from e
         if not 0 < low <= cpi <= high:
             raise BoardError(f"core file {path.name}: cpi_range must hold cpi and be positive")
-        out[name] = CoreModel(name, cpi, low, high, source)
+        eff = entry.get("cycles_per_mac")
+        if eff is not None:
+            try:
+                e_low, e_high = (float(v) for v in entry["cycles_per_mac_range"])
+                eff, e_source = float(eff), str(entry["cycles_per_mac_source"])
+            except (KeyError, TypeError, ValueError) as e:
+                raise BoardError(f"core file {path.name}: cycles_per_mac needs cycles_per_mac_range [low, high] "
+                                 "and cycles_per_mac_source") from e
+            if not 0 < e_low <= eff <= e_high:
+                raise BoardError(f"core file {path.name}: cycles_per_mac_range must hold cycles_per_mac")
+            out[name] = CoreModel(name, cpi, low, high, source, eff, e_low, e_high, e_source)
+        else:
+            out[name] = CoreModel(name, cpi, low, high, source)
     return out
 
 
@@ -99,3 +115,35 @@ def not_available(board) -> str:
     if not cpu:
         return f"no time estimate: {board.id} has no emulated core (its MAC roofline is the only estimate)"
     return f"no time estimate: no CPI calibration for core '{cpu}' (targets/{CORES_DIR}/{cpu}.yaml)"
+
+
+# the core whose published results calibrate the MAC-based estimate of cores nobody measured here
+MAC_CALIBRATION_CORE = "cortex-m4"
+
+
+def mac_estimate(macs: int, board) -> dict[str, Any] | None:
+    """A board's time per inference from the model's MACs alone, for boards the emulator cannot run.
+
+        time = MACs x cycles_per_mac / clock_hz
+
+    ``cycles_per_mac`` comes from published TFLM + CMSIS-NN results on the calibrated core
+    (targets/cores/cortex-m4.yaml); on any other core it is an assumption, and the result's ``label``
+    says so. None when no core carries the calibration or the model has no MACs.
+    """
+    core = load_cores().get(MAC_CALIBRATION_CORE)
+    if core is None or core.cycles_per_mac is None or not macs:
+        return None
+    per_us = 1e6 / float(board.clock_hz)
+    own = (getattr(board, "emulator", None) or {}).get("cpu") == core.name
+    label = (f"MAC-based estimate: {int(macs):,} MACs x {core.cycles_per_mac:g} cycles per MAC / "
+             f"{board.clock_hz / 1e6:g} MHz, as published TFLM + CMSIS-NN runs on {core.name} took"
+             + ("" if own else f"; {board.cpu} was not calibrated or emulated, so its kernels may take several "
+                               "times more or fewer cycles per MAC"))
+    return {"estimate": True, "method": "MACs x cycles per MAC / clock", "statistic": "model MACs",
+            "macs": int(macs), "cycles_per_mac": core.cycles_per_mac,
+            "cycles_per_mac_range": [core.cycles_per_mac_low, core.cycles_per_mac_high],
+            "calibrated_on": core.name, "calibrated_core": own, "clock_hz": int(board.clock_hz),
+            "latency_us": macs * core.cycles_per_mac * per_us,
+            "latency_us_low": macs * core.cycles_per_mac_low * per_us,
+            "latency_us_high": macs * core.cycles_per_mac_high * per_us,
+            "label": label, "source": core.cycles_per_mac_source}

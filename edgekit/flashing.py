@@ -10,47 +10,15 @@ installed, hash-checked on the board and optionally served (see the ssh runner's
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from edgekit.errors import BoardError, DeviceError, EdgekitError, InputFileError, ModelTooLarge
+from edgekit.fit import FitReport
 
 LogFn = Callable[[str], None]
 DRY_RUN_PORT = "<port>"
-
-
-@dataclass
-class FitReport:
-    board: str
-    runtime: str
-    model_bytes: int
-    arena_bytes: int | None
-    arena_source: str
-    quantization: str
-    flash_bytes: int
-    firmware_flash_bytes: int
-    flash_needed_bytes: int
-    ram_bytes: int
-    firmware_ram_bytes: int
-    ram_needed_bytes: int | None
-    fits: bool
-    problems: list[str] = field(default_factory=list)
-    forced: bool = False
-
-    @property
-    def flash_margin_bytes(self) -> int:
-        return self.flash_bytes - self.flash_needed_bytes
-
-    @property
-    def ram_margin_bytes(self) -> int | None:
-        return None if self.ram_needed_bytes is None else self.ram_bytes - self.ram_needed_bytes
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["flash_margin_bytes"] = self.flash_margin_bytes
-        out["ram_margin_bytes"] = self.ram_margin_bytes
-        return out
 
 
 @dataclass
@@ -73,10 +41,6 @@ class FlashResult:
         return out
 
 
-def _kib(n: int | None) -> str:
-    return "?" if n is None else f"{n / 1024:,.1f} KiB"
-
-
 def locate_model(path: str | os.PathLike) -> Path:
     """A .tflite file, or an artifact folder holding model.tflite."""
     p = Path(path)
@@ -92,61 +56,34 @@ def locate_model(path: str | os.PathLike) -> Path:
 
 
 def check_fit(model, board, *, force: bool = False, inspect_result=None) -> FitReport:
-    """Does ``model`` (path / bytes) fit ``board``? Raises with the numbers unless ``force``.
+    """Does ``model`` (path / bytes) fit ``board``? The one fit (:func:`edgekit.fit.fit`); raises with
+    the numbers unless ``force``.
 
-    TFLM boards: flash = model + firmware, RAM = tensor arena (measured on the host TFLM runtime,
-    :func:`edgekit.model.inspect.inspect`) + firmware. LiteRT boards: storage = model + OS, RAM =
-    model (LiteRT maps it) + OS, activations not counted. Boards marked ``int8_only`` refuse float
-    or mixed models.
+    TFLM boards: flash = model + firmware, RAM = the tensor arena as the firmware reserves it (the exact
+    minimum on host TFLM + the export's margin) + firmware; the board's TFLM runtime must run the model
+    correctly. LiteRT boards: storage = model + OS, RAM = model (LiteRT maps it) + OS. Boards marked
+    ``int8_only`` refuse float or mixed models.
     """
-    from edgekit.model.inspect import inspect
+    from edgekit.fit import fit_model
 
-    tflm = board.runtime == "tflm"
-    result = inspect_result or inspect(model, measure_arena_bytes=tflm)
-    model_bytes = int(result.model_bytes)
-    problems: list[str] = []
-    if tflm:
-        arena = result.arena.arena_bytes
-        if result.arena.alt_decompression_bytes and result.arena.arena_with_alt_bytes:
-            arena = result.arena.arena_with_alt_bytes + result.arena.alt_decompression_bytes
-        source = "measured on host TFLM" if arena is not None else (result.arena.error or "not measured")
-        ram_needed = None if arena is None else arena + board.firmware_ram_bytes
-        if result.tflm_unsupported_ops:
-            problems.append(f"TFLM cannot run ops {', '.join(result.tflm_unsupported_ops)}")
-        elif arena is None:
-            problems.append(f"the tensor arena could not be measured ({source})")
-    else:
-        arena, source = None, "not used (LiteRT allocates at run time)"
-        ram_needed = model_bytes + board.firmware_ram_bytes
-    flash_needed = model_bytes + board.firmware_flash_bytes
-    if flash_needed > board.flash_bytes:
-        problems.append(f"flash: model {model_bytes:,} + firmware {board.firmware_flash_bytes:,} = "
-                        f"{flash_needed:,} bytes > {board.flash_bytes:,} ({_kib(flash_needed)} > "
-                        f"{_kib(board.flash_bytes)})")
-    if ram_needed is not None and ram_needed > board.ram_bytes:
-        what = f"arena {arena:,}" if tflm else f"model {model_bytes:,}"
-        problems.append(f"RAM: {what} + firmware {board.firmware_ram_bytes:,} = {ram_needed:,} bytes > "
-                        f"{board.ram_bytes:,} ({_kib(ram_needed)} > {_kib(board.ram_bytes)})")
-    if board.int8_only and result.quantization in ("float", "mixed"):
-        problems.append(f"a {result.quantization} model on an int8-only runtime "
-                        f"({board.id}: {board.sources.get('int8_only', 'no FPU')})")
-    report = FitReport(board=board.id, runtime=board.runtime, model_bytes=model_bytes, arena_bytes=arena,
-                       arena_source=source, quantization=result.quantization, flash_bytes=board.flash_bytes,
-                       firmware_flash_bytes=board.firmware_flash_bytes, flash_needed_bytes=flash_needed,
-                       ram_bytes=board.ram_bytes, firmware_ram_bytes=board.firmware_ram_bytes,
-                       ram_needed_bytes=ram_needed, fits=not problems, problems=problems, forced=False)
+    report = fit_model(model, board, inspect_result=inspect_result)
+    problems = report.problems
     if problems and not force:
-        first = problems[0]
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        if any(p.startswith(("flash:", "RAM:")) for p in problems):
-            raise ModelTooLarge(f"the model does not fit {board.id}: {first}{more}",
+        sizes = [p for p in problems if p.startswith(("flash:", "RAM:"))]
+        if sizes:
+            raise ModelTooLarge(f"the model does not fit {board.id}: " + "; ".join(sizes),
                                 hint="shrink it (prune / cluster / int8, `edgekit convert`), pick a larger "
                                      "board, or pass --force to try anyway", fit=report.to_dict())
-        if board.int8_only and result.quantization in ("float", "mixed"):
-            raise BoardError(f"{board.id} runs int8 models only, and this model is {result.quantization}",
+        if report.runtime_problems:
+            from edgekit.tflm.compat import facts_from_board, refuse_if_unrunnable
+
+            refuse_if_unrunnable(model, facts_from_board(board), board.id)
+        if board.int8_only and report.quantization in ("float", "mixed"):
+            raise BoardError(f"{board.id} runs int8 models only, and this model is {report.quantization}",
                              hint="convert with full-integer quantization (`edgekit convert --quantize int8`) "
                                   "or pass --force", fit=report.to_dict())
-        raise BoardError(f"the model cannot run on {board.id}: {first}{more}",
+        more = f" (and {len(problems) - 1} more: {'; '.join(problems[1:])})" if len(problems) > 1 else ""
+        raise BoardError(f"the model cannot run on {board.id}: {problems[0]}{more}",
                          hint="pass --force to try anyway", fit=report.to_dict())
     report.forced = bool(problems)
     return report
@@ -195,10 +132,6 @@ def flash(model, board, *, port: str | None = None, out_dir: str | os.PathLike |
     data = read_input(model_path, "model")
     digest = sha256(data)
     fit = check_fit(data, board, force=force)
-    if not force:
-        from edgekit.tflm.compat import facts_from_board, refuse_if_unrunnable
-
-        refuse_if_unrunnable(data, facts_from_board(board), board.id)
     for problem in fit.problems:
         _log(f"# --force: going ahead although {problem}")
     if installs:

@@ -41,19 +41,57 @@ def t95(n: int) -> float:
     return _T95[n - 2] if 2 <= n <= 31 else 1.96
 
 
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+CI_METHOD = f"bootstrap percentile interval, {BOOTSTRAP_RESAMPLES} resamples (seed {BOOTSTRAP_SEED})"
+
+
+def bootstrap_ci(x: np.ndarray, stat, *, resamples: int = BOOTSTRAP_RESAMPLES,
+                 seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """95 % percentile bootstrap interval of ``stat`` (np.mean or np.median, taking ``axis=1``).
+
+    It lies inside [min, max] of the samples, so a latency interval never goes below zero however
+    skewed the samples are (a t-interval on the mean does). Deterministic: a fixed seed.
+    """
+    n = x.size
+    if n < 2:
+        v = float(x[0]) if n else float("nan")
+        return v, v
+    rng = np.random.default_rng(seed)
+    out = np.empty(resamples)
+    block = max(1, min(resamples, 4_000_000 // n))      # bound the index matrix's memory
+    for start in range(0, resamples, block):
+        k = min(block, resamples - start)
+        idx = rng.integers(0, n, size=(k, n))
+        out[start:start + k] = stat(x[idx], axis=1)
+    lo, hi = np.percentile(out, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
 def latency_stats(samples_us: list[float] | np.ndarray) -> dict[str, float]:
-    """mean, median, p90, p99, min, max, std (sample) and the 95 % confidence interval of the mean."""
+    """mean, median, p90, p99, min, max, std (sample), and 95 % bootstrap intervals of the mean
+    (``ci95_low/high``) and of the median (``median_ci95_low/high``); ``ci_method`` names the method."""
     x = np.asarray(samples_us, dtype=np.float64)
     if x.size == 0:
         raise ValueError("no samples")
     n = x.size
-    mean = float(x.mean())
     std = float(x.std(ddof=1)) if n > 1 else 0.0
-    t = t95(n)
-    half = t * std / math.sqrt(n) if n > 1 else 0.0
-    return {"mean": mean, "median": float(np.median(x)), "p90": float(np.percentile(x, 90)),
+    lo, hi = bootstrap_ci(x, np.mean)
+    mlo, mhi = bootstrap_ci(x, np.median)
+    return {"mean": float(x.mean()), "median": float(np.median(x)), "p90": float(np.percentile(x, 90)),
             "p99": float(np.percentile(x, 99)), "min": float(x.min()), "max": float(x.max()),
-            "std": std, "ci95_low": mean - half, "ci95_high": mean + half, "n": int(n)}
+            "std": std, "ci95_low": lo, "ci95_high": hi, "median_ci95_low": mlo, "median_ci95_high": mhi,
+            "ci_method": CI_METHOD, "n": int(n)}
+
+
+def t_interval(mean: float, std: float | None, n: int, floor: float = 0.0) -> tuple[float | None, float | None, str]:
+    """95 % Student t interval of the mean from aggregates only (no samples to resample), its low end
+    clamped at ``floor`` (the fastest run, or 0): a latency cannot be negative."""
+    if std is None or n < 2:
+        return None, None, "no interval: the tool printed no standard deviation"
+    half = t95(n) * std / math.sqrt(n)
+    return max(floor, mean - half), mean + half, "Student t interval of the mean from the tool's mean, std " \
+        "and run count (it prints no samples), low end clamped at the fastest run"
 
 
 @dataclass
@@ -146,11 +184,18 @@ class ProfileResult:
                 "notes": self.notes}
 
 
-def energy_estimate(board, mean_latency_us: float) -> dict:
-    """Energy per inference, estimated: the board's active power x the mean latency measured on it."""
+def energy_estimate(board, latency: dict) -> dict:
+    """Energy per inference, estimated: the board's active power x the median latency measured on it
+    (the mean where the tool reports no median), with the band of that statistic's interval."""
     from edgekit.estimate import energy_from_time
 
-    return energy_from_time(board, mean_latency_us, method="board active_power_mw x mean latency")
+    stat = "median" if latency.get("median") is not None else "mean"
+    prefix = "median_" if stat == "median" else ""
+    out = energy_from_time(board, latency[stat], latency.get(f"{prefix}ci95_low"),
+                           latency.get(f"{prefix}ci95_high"),
+                           method=f"board active_power_mw x {stat} latency measured on the board")
+    out["latency_statistic"] = stat
+    return out
 
 
 def roofline(macs: int | None, latency_us: float, clock_hz: int, peak_macs_per_cycle: float) -> dict:
@@ -183,17 +228,17 @@ def litert_profile(*, path, facts: ModelFacts, board, device: dict, runs: int, w
                    latency_samples_us: list[float], per_op, per_op_note, runner: str,
                    memory: dict | None = None) -> ProfileResult:
     """A profile from a LiteRT runtime on a Linux board or a phone (ssh / adb runners): no arena and
-    no cycle counter; roofline and energy from the mean latency."""
+    no cycle counter; roofline and energy from the median latency (the mean where there is no median)."""
     from edgekit._version import __version__
 
-    mean = latency_us["mean"]
+    typical = latency_us["median"] if latency_us.get("median") is not None else latency_us["mean"]
     return ProfileResult(
         model=model_doc(facts, path), board=board_doc(board), device=device, runs=runs, warmup=warmup,
         latency_us=latency_us, latency_samples_us=latency_samples_us, cycles=None, per_op=per_op,
         per_op_note=per_op_note,
         memory={"arena_used_bytes": None, "arena_bytes": None, "model_bytes": facts.size_bytes, **(memory or {})},
-        roofline=roofline(facts.macs, mean, board.clock_hz, board.peak_int8_macs_per_cycle),
-        energy=energy_estimate(board, mean), upload=None, runner=runner,
+        roofline=roofline(facts.macs, typical, board.clock_hz, board.peak_int8_macs_per_cycle),
+        energy=energy_estimate(board, latency_us), upload=None, runner=runner,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), edgekit_version=__version__,
         timing=dict(LITERT_TIMING))
 
@@ -310,11 +355,11 @@ def profile_link(runner, model_path: str | os.PathLike, *, port: str | None = No
         note = ("the device has no per-op timing (PER_OP capability)"
                 if not hello.has(Capability.PER_OP) else "the device sent no per-op records")
     energy = roof = estimate = None
-    if timing.get("source") == "device":
-        energy = energy_estimate(b, stats["mean"])
-        roof = roofline(facts.macs, stats["mean"], b.clock_hz, b.peak_int8_macs_per_cycle)
-        if baseline is not None and "latency_us_mean" in baseline:
-            f_uj = b.active_power_mw * baseline["latency_us_mean"] / 1000.0
+    if timing.get("source") == "device" and not timing.get("board_mismatch"):
+        energy = energy_estimate(b, stats)
+        roof = roofline(facts.macs, stats["median"], b.clock_hz, b.peak_int8_macs_per_cycle)
+        if baseline is not None and "latency_us_median" in baseline:
+            f_uj = b.active_power_mw * baseline["latency_us_median"] / 1000.0
             e_uj = energy["per_inference_uj"]
             baseline.update({"per_inference_uj": f_uj, "saved_uj": f_uj - e_uj,
                              "saved_fraction": (f_uj - e_uj) / f_uj if f_uj > 0 else None})
@@ -360,8 +405,9 @@ def _board_estimate(runner, board, instructions: dict, per_op, baseline, notes: 
         row["estimated_us"] = row["instructions_mean"] * scale
     method = "board active_power_mw x estimated time (instructions x CPI / clock)"
     energy = energy_from_time(board, est["latency_us"], est["latency_us_low"], est["latency_us_high"], method=method)
-    if baseline is not None and "instructions_mean" in baseline:
-        f_est = time_estimate(baseline["instructions_mean"], board)
+    energy["latency_statistic"] = "median"
+    if baseline is not None and "instructions_median" in baseline:
+        f_est = time_estimate(baseline["instructions_median"], board)
         f_uj = board.active_power_mw * f_est["latency_us"] / 1000.0
         baseline.update({"estimated_latency_us": f_est["latency_us"], "per_inference_uj": f_uj,
                          "saved_uj": f_uj - energy["per_inference_uj"],
@@ -413,10 +459,12 @@ def _profile_baseline(conn, path: Path, runs: int, warmup: int, progress) -> dic
         out["skipped"] = f"float model unusable: {e.message}"
         return out
     out["runs"] = runs
-    mean = float(np.mean([float(t) for t, _ in train.runs]))
+    raw = np.asarray([float(t) for t, _ in train.runs])
     if (conn.timing or {}).get("unit") == "instructions":
-        out["instructions_mean"] = mean
+        out["instructions_mean"] = float(raw.mean())
+        out["instructions_median"] = float(np.median(raw))
     else:
-        out["latency_us_mean"] = mean / 1000.0
+        out["latency_us_mean"] = float(raw.mean()) / 1000.0
+        out["latency_us_median"] = float(np.median(raw)) / 1000.0
     out["sha256"] = facts.sha256
     return out

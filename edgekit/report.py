@@ -254,7 +254,10 @@ def _latency_facts(p: dict) -> dict[str, Any]:
 
 
 def _budget(data: ReportData, board: str | None) -> dict[str, Any] | None:
+    """The board budget: the one fit (edgekit.fit) of the final model, with the arena's exact minimum
+    from report.json (host TFLM), plus the time estimate where the profiles or the model's MACs give one."""
     from edgekit.boards import load_board
+    from edgekit.fit import fit
 
     prof = data.profiles[0] if data.profiles else None
     board_id = board or (((prof or {}).get("board") or {}).get("id"))
@@ -267,28 +270,57 @@ def _budget(data: ReportData, board: str | None) -> dict[str, Any] | None:
             raise
         data.notes.append(f"board {board_id!r} of {prof['file']}: {e.message}; no budget shown")
         return None
-    mem = (prof or {}).get("memory") or {}
-    arena = mem.get("arena_used_bytes")
-    measured_on = ((prof or {}).get("board") or {}).get("id")
-    arena_source = f"{prof['file']} (measured on {measured_on})" if arena is not None and prof else None
-    if arena is None:
-        arena = (data.convert.get("evaluation") or {}).get("tflm_arena_bytes")
-        arena_source = "report.json (host TFLM)" if arena is not None else None
-    model_bytes = mem.get("model_bytes") or data.sizes.get("final_bytes")
-    runtime, problems = _runtime_problems(Path(data.folder) / "model.tflite", b)
+    ev = data.convert.get("evaluation") or {}
+    arena_min = ev.get("tflm_arena_bytes")
+    model_file = Path(data.folder) / "model.tflite"
+    model_bytes = data.sizes.get("final_bytes") or (model_file.stat().st_size if model_file.is_file() else None)
+    runtime, problems = _runtime_problems(model_file, b)
     for problem in problems:
         data.notes.append(f"{board_id} cannot run model.tflite correctly: {problem}")
-    flash_avail = b.flash_bytes - b.firmware_flash_bytes
-    ram_avail = b.ram_bytes - b.firmware_ram_bytes
-    return {"board": board_id, "board_name": b.name,
-            "flash_bytes": b.flash_bytes, "firmware_flash_bytes": b.firmware_flash_bytes,
-            "flash_available_bytes": flash_avail, "model_bytes": model_bytes,
-            "ram_bytes": b.ram_bytes, "firmware_ram_bytes": b.firmware_ram_bytes,
-            "ram_available_bytes": ram_avail, "arena_bytes": arena, "arena_source": arena_source,
-            "flash_fits": None if model_bytes is None else model_bytes <= flash_avail,
-            "ram_fits": None if arena is None else arena <= ram_avail,
-            "runtime": runtime, "runtime_problems": problems,
-            "runs_correctly": None if runtime is None else not problems}
+    if model_bytes is None:
+        return None
+    f = fit(b, model_bytes=int(model_bytes), arena_min_bytes=arena_min if b.runtime == "tflm" else None,
+            quantization=((data.convert.get("recipe") or {}).get("quantize") or {}).get("mode"),
+            arena_error=None if arena_min is not None else (ev.get("tflm_error") or "not in report.json"),
+            runtime_problems=[{"message": m} for m in problems], tflm_runtime=runtime)
+    out = {"board": board_id, "board_name": b.name, "fit": f.to_dict(),
+           "flash_bytes": f.flash_bytes, "firmware_flash_bytes": f.firmware_flash_bytes,
+           "flash_available_bytes": f.flash_available_bytes, "model_bytes": f.model_bytes,
+           "ram_bytes": f.ram_bytes, "firmware_ram_bytes": f.firmware_ram_bytes,
+           "ram_available_bytes": f.ram_available_bytes, "arena_bytes": f.arena_bytes,
+           "arena_min_bytes": f.arena_min_bytes,
+           "arena_source": f"report.json (host TFLM): {f.arena_source}" if arena_min is not None else None,
+           "flash_fits": f.flash_needed_bytes <= f.flash_bytes,
+           "ram_fits": None if f.ram_needed_bytes is None else f.ram_needed_bytes <= f.ram_bytes,
+           "fits": f.fits, "runtime": runtime, "runtime_problems": problems,
+           "runs_correctly": None if runtime is None else not problems, "estimate": _budget_estimate(data, b)}
+    return out
+
+
+def _budget_estimate(data: ReportData, board) -> dict[str, Any] | None:
+    """The board's time per inference for the final model: an emulated estimate from a profile of it on
+    this board, else the MAC-based estimate (edgekit.estimate), each with its label; None for boards
+    whose clock is not a board's (virtual, emulated upload boards) or LiteRT boards."""
+    for p in data.profiles:
+        est = p.get("estimate")
+        if est and (p.get("board") or {}).get("id") == board.id:
+            label = est.get("label") or (f"estimate from {p['file']}: instructions on the emulated core x CPI "
+                                         f"{est.get('cpi')} / {board.clock_hz / 1e6:g} MHz")
+            return {"latency_us": est["latency_us"], "latency_us_low": est.get("latency_us_low"),
+                    "latency_us_high": est.get("latency_us_high"), "label": label, "from": p["file"]}
+    model_file = Path(data.folder) / "model.tflite"
+    if not model_file.is_file():
+        return None
+    try:
+        from edgekit.model.inspect import board_estimate, inspect
+
+        est = board_estimate(inspect(model_file, measure_arena_bytes=False).total_macs, board)
+    except EdgekitError:
+        return None
+    if est is None:
+        return None
+    return {"latency_us": est["latency_us"], "latency_us_low": est["latency_us_low"],
+            "latency_us_high": est["latency_us_high"], "label": est["label"], "from": "model MACs"}
 
 
 def _runtime_problems(model_file: Path, board) -> tuple[str | None, list[str]]:
@@ -308,128 +340,417 @@ def _runtime_problems(model_file: Path, board) -> tuple[str | None, list[str]]:
 
 def charts(data: ReportData) -> list[tuple[str, bytes]]:
     """(title, PNG bytes) for every chart the data allows. matplotlib is imported here only."""
-    # Figure + the Agg canvas directly: no pyplot, so no global backend or figure state is touched
-    import numpy as np
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     out: list[tuple[str, bytes]] = []
-
-    def new_figure(figsize: tuple[float, float]):
-        fig = Figure(figsize=figsize)
-        FigureCanvasAgg(fig)
-        return fig, fig.subplots()
-
-    def save(fig, title: str) -> None:
+    for title, fig in _figures(data):
         buf = io.BytesIO()
         fig.tight_layout()
         fig.savefig(buf, format="png", dpi=90)
         out.append((title, buf.getvalue()))
+    return out
 
-    def grouped(title, labels, series, ylabel, fmt="{:,.0f}", ylim=None):
-        fig, ax = new_figure((8, 3.6))
-        x = np.arange(len(labels))
-        w = 0.8 / max(1, len(series))
-        for k, (name, vals) in enumerate(series):
-            v = [0 if a is None else a for a in vals]
-            bars = ax.bar(x + (k - (len(series) - 1) / 2) * w, v, w, label=name)
-            ax.bar_label(bars, labels=[fmt.format(a) if a is not None else "-" for a in vals], fontsize=7)
-        ax.set_xticks(x, labels, rotation=20, ha="right", fontsize=8)
-        ax.set_ylabel(ylabel)
-        if ylim is not None:
-            ax.set_ylim(*ylim)
-        ax.set_title(title)
-        ax.legend(fontsize=8)
-        save(fig, title)
 
-    if data.layer_sizes:
-        grouped("Weight bytes per layer: float vs final",
-                [f"{r['name']} ({r['op']})" for r in data.layer_sizes],
-                [("float", [r["float_bytes"] for r in data.layer_sizes]),
-                 ("final", [r["final_bytes"] for r in data.layer_sizes])], "bytes")
+def _figures(data: ReportData) -> list[tuple[str, Any]]:
+    """(title, matplotlib Figure) for every chart the data allows, in the order the report shows them."""
+    out: list[tuple[str, Any]] = []
+    for chart in (_layer_bytes_chart, _structure_chart, _sparsity_chart, _accuracy_chart, _confusion_chart):
+        got = chart(data)
+        if got is not None:
+            out.append(got)
+    out.extend(_float_vs_final_charts(data))
+    for p in data.profiles:
+        for chart in (_per_op_chart, _histogram_chart):
+            got = chart(p)
+            if got is not None:
+                out.append(got)
+    got = _budget_chart(data)
+    if got is not None:
+        out.append(got)
+    return out
+
+
+def _new_figure(figsize: tuple[float, float], ncols: int = 1):
+    # Figure + the Agg canvas directly: no pyplot, so no global backend or figure state is touched
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(1, ncols)
+
+
+def _grouped(title, labels, series, ylabel, fmt="{:,.0f}", ylim=None, log=False):
+    import numpy as np
+
+    fig, ax = _new_figure((8, 3.6))
+    x = np.arange(len(labels))
+    w = 0.8 / max(1, len(series))
+    for k, (name, vals) in enumerate(series):
+        # a missing value is no bar (nan), not a bar of 0: on a log axis 0 does not exist
+        v = [np.nan if a is None or (log and a <= 0) else a for a in vals]
+        bars = ax.bar(x + (k - (len(series) - 1) / 2) * w, v, w, label=name)
+        ax.bar_label(bars, labels=[fmt.format(a) if a is not None else "-" for a in vals], fontsize=7)
+    ax.set_xticks(x, labels, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    if log:
+        ax.set_yscale("log")
+        shown = [a for _, vals in series for a in vals if a is not None and a > 0]
+        if shown:   # room above the tallest bar for its label
+            ax.set_ylim(min(shown) / 2, max(shown) * 4)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _layer_bytes_chart(data: ReportData):
+    if not data.layer_sizes:
+        return None
+    title = "Weight bytes per layer: float vs final (log scale)"
+    rows = data.layer_sizes
+    return title, _grouped(title, [f"{r['name']} ({r['op']})" for r in rows],
+                           [("float", [r["float_bytes"] for r in rows]), ("final", [r["final_bytes"] for r in rows])],
+                           "bytes (log scale)", log=True)
+
+
+def _structure_chart(data: ReportData):
     fb, bb = data.sizes.get("float_breakdown"), data.sizes.get("final_breakdown")
-    if fb and bb:
-        fig, ax = new_figure((8, 2.8))
-        names = ["float", "final"]
-        w = [fb["weight_bytes"], bb["weight_bytes"]]
-        s = [fb["structure_bytes"], bb["structure_bytes"]]
-        ax.barh(names, w, label="weights")
-        ax.barh(names, s, left=w, label="structure")
-        for k in range(2):
-            ax.text(w[k] + s[k], k, f" {w[k] + s[k]:,} B", va="center", fontsize=8)
-        ax.set_xlabel("bytes")
-        ax.set_title("Model bytes: weights vs structure")
-        ax.legend(fontsize=8)
-        save(fig, "Model bytes: weights vs structure")
+    if not (fb and bb):
+        return None
+    fig, ax = _new_figure((8, 2.8))
+    names = ["float", "final"]
+    w = [fb["weight_bytes"], bb["weight_bytes"]]
+    s = [fb["structure_bytes"], bb["structure_bytes"]]
+    ax.barh(names, w, label="weights")
+    ax.barh(names, s, left=w, label="structure")
+    for k in range(2):
+        ax.text(w[k] + s[k], k, f" {w[k] + s[k]:,} B", va="center", fontsize=8)
+    ax.set_xlabel("bytes")
+    ax.set_title("Model bytes: weights vs structure")
+    ax.legend(fontsize=8)
+    return "Model bytes: weights vs structure", fig
+
+
+def _sparsity_chart(data: ReportData):
     sp = data.sparsity
     before, after, lite = sp.get("keras_before") or [], sp.get("keras_after") or [], sp.get("tflite") or []
     n = max(len(before), len(after), len(lite))
-    if n:
-        def col(rows):
-            return [rows[k]["sparsity"] * 100 if k < len(rows) else None for k in range(n)]
-        named = before or after or lite
-        labels = [_row_label(named[k], k) if k < len(named) else f"#{k}" for k in range(n)]
-        series = [(name, col(rows)) for name, rows in
-                  (("Keras before", before), ("Keras after", after), ("TFLite int8", lite)) if rows]
-        grouped("Sparsity per layer (% zero weights)", labels, series, "% zeros", fmt="{:.1f}", ylim=(0, 105))
+    if not n:
+        return None
+
+    def col(rows):
+        return [rows[k]["sparsity"] * 100 if k < len(rows) else None for k in range(n)]
+
+    named = before or after or lite
+    labels = [_row_label(named[k], k) if k < len(named) else f"#{k}" for k in range(n)]
+    series = [(name, col(rows)) for name, rows in
+              (("Keras before", before), ("Keras after", after), ("TFLite int8", lite)) if rows]
+    title = "Sparsity per layer (% zero weights)"
+    return title, _grouped(title, labels, series, "% zeros", fmt="{:.1f}", ylim=(0, 105))
+
+
+ACCURACY_MIN_SPAN_POINTS = 3.0      # the accuracy axis spans at least this: a 0.5-point drop is 1/6 of it
+
+
+def _zoomed_limits(values: list[float], min_span: float, bounds: tuple[float, float] | None = None):
+    """An axis range around ``values``: their spread plus a margin, at least ``min_span`` wide, kept
+    inside ``bounds`` (shifted, not cut, when it would cross one)."""
+    lo, hi = min(values), max(values)
+    span = hi - lo
+    pad = max(0.2 * span, (min_span - span) / 2)
+    lo, hi = lo - pad, hi + pad
+    if bounds is not None:
+        if hi > bounds[1]:
+            lo, hi = lo - (hi - bounds[1]), bounds[1]
+        if lo < bounds[0]:
+            lo, hi = bounds[0], min(bounds[1], hi + (bounds[0] - lo))
+    return lo, hi
+
+
+def _accuracy_chart(data: ReportData):
     vals = {k: v for k, v in data.accuracy["values"].items() if v is not None}
-    if vals:
-        metric = data.accuracy.get("metric") or "accuracy"
-        fig, ax = new_figure((8, 3.2))
-        shown = [v * 100 if metric == "accuracy" else v for v in vals.values()]
-        bars = ax.barh(list(vals), shown, color="tab:green")
-        ax.bar_label(bars, labels=[f"{v:.2f}" for v in shown], fontsize=8)
-        ax.invert_yaxis()
-        ax.set_xlabel("accuracy (%)" if metric == "accuracy" else metric)
-        ax.set_title("Accuracy: float, int8 LiteRT, host TFLM, device")
-        save(fig, "Accuracy")
+    if not vals:
+        return None
+    metric = data.accuracy.get("metric") or "accuracy"
+    pct = metric == "accuracy"
+    shown = {k: v * 100 if pct else v for k, v in vals.items()}
+    base_key = ((data.convert.get("evaluation") or {}).get("delta_vs_float") or {}).get("baseline")
+    base_name = {"keras_float": "float (Keras)", "litert_float": "float (LiteRT)"}.get(str(base_key))
+    if base_name not in shown:
+        base_name = next((k for k in shown if k.startswith("float")), next(iter(shown)))
+    base = shown[base_name]
+    unit = "points" if pct else metric
+    names = list(shown)
+    fig, ax = _new_figure((8, 1.2 + 0.5 * len(names)))
+    ax.axvline(base, color="gray", linestyle="--", linewidth=1)
+    for y, name in enumerate(names):
+        v = shown[name]
+        d = v - base
+        worse = d < 0 if pct else d > 0          # error metrics: higher is worse
+        colour = "tab:gray" if name == base_name or abs(d) < 1e-9 else ("tab:red" if worse else "tab:green")
+        ax.plot([base, v], [y, y], color=colour, linewidth=2)
+        ax.plot([v], [y], "o", color=colour)
+        change = f"{d:+.2f} pt" if pct else f"{d:+.4g} {metric}"
+        text = (f"{v:.2f}" if pct else f"{v:.4g}") + ("" if name == base_name else f" ({change} vs float)")
+        ax.annotate(text, (v, y), xytext=(0, 7), textcoords="offset points", ha="center", fontsize=8)
+    if pct:
+        lo, hi = _zoomed_limits(list(shown.values()), ACCURACY_MIN_SPAN_POINTS, (0.0, 100.0))
+    else:
+        spread = max(abs(v) for v in shown.values()) or 1.0
+        lo, hi = _zoomed_limits(list(shown.values()), 0.2 * spread)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(len(names) - 0.4, -0.7)          # first row on top, room for the labels above the dots
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_xlabel(f"{'accuracy (%)' if pct else metric}; axis zoomed to {hi - lo:.3g} {unit}")
+    samples = data.accuracy.get("samples")
+    title = f"Accuracy vs float ({base_name}, {samples} eval samples)" if samples else f"Accuracy vs {base_name}"
+    ax.set_title(title if pct else title.replace("Accuracy", metric.upper()))
+    return "Accuracy", fig
+
+
+def _confusion_chart(data: ReportData):
+    conf = (data.convert.get("evaluation") or {}).get("confusion") or {}
+    matrix = conf.get("matrix")
+    if not matrix:
+        return None
+    import numpy as np
+
+    m = np.asarray(matrix, dtype=np.int64)
+    n = m.shape[0]
+    names = [str(c) for c in (data.convert.get("class_names") or [])]
+    if len(names) != n:
+        names = [str(k) for k in range(n)]
+    runtime = {"tflm": "host TFLM", "litert": "LiteRT"}.get(str(conf.get("runtime")), str(conf.get("runtime")))
+    fig, ax = _new_figure((min(9, 2.5 + 0.5 * n), min(8, 2 + 0.45 * n)))
+    ax.imshow(m, cmap="Blues")
+    top = m.max() or 1
+    for i in range(n):
+        for j in range(n):
+            if m[i, j]:
+                ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if m[i, j] > top / 2 else "black")
+    ax.set_xticks(range(n), names, rotation=45 if max(map(len, names)) > 2 else 0, ha="right", fontsize=7)
+    ax.set_yticks(range(n), names, fontsize=7)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    total = int(m.sum())
+    ax.set_title(f"Confusion matrix of the final model ({runtime}, {total} eval samples, "
+                 f"{100 * np.trace(m) / max(total, 1):.2f} % correct)", fontsize=9)
+    return f"Confusion matrix (final model, {runtime})", fig
+
+
+def _source_label(p: dict) -> str:
+    """What a profile's numbers are, in words: never a board's time when they are the host's."""
+    timing = p.get("timing") or {}
+    bid = (p.get("board") or {}).get("id", "?")
+    est = p.get("estimate") or {}
+    source = timing.get("source")
+    if source == "device":
+        return f"measured on {bid}"
+    if source == "host":
+        return f"host time on {bid} (this computer, not a board's time)"
+    if source == "emulated" and est.get("estimate"):
+        cpi, clock = est.get("cpi"), est.get("clock_hz")
+        how = f"CPI {cpi:g} / {clock / 1e6:g} MHz" if cpi and clock else "CPI / clock"
+        return f"estimate for {bid}: emulated instructions x {how}"
+    if source == "emulated":
+        return f"instructions counted on the emulated target ({bid}), not time"
+    if source == "estimate":
+        cpm, clock = est.get("cycles_per_mac"), est.get("clock_hz")
+        how = f": MACs x {cpm:g} cycles per MAC / {clock / 1e6:g} MHz" if cpm and clock else ""
+        return f"MAC-based estimate for {bid}{how} (nothing ran)"
+    return f"{bid}: {timing.get('label') or 'timing source not stated'}"
+
+
+def _model_role(p: dict, convert: dict) -> str:
+    """'final (recipe)', 'float' or the profiled file's name."""
+    sha = (p.get("model") or {}).get("sha256")
+    if sha and sha == convert.get("model_sha256"):
+        return f"final ({convert.get('recipe_summary') or 'model.tflite'})"
+    if sha and sha == convert.get("float_model_sha256"):
+        return "float"
+    return Path(str((p.get("model") or {}).get("path") or p.get("file"))).name
+
+
+def _typical(p: dict, baseline: dict | None) -> tuple[str | None, dict | None, str, str]:
+    """(statistic, the profile's stats of it, the baseline key, unit) to compare a model with its float
+    baseline: the median where both have it (what energy uses), else the mean."""
+    counts = (p.get("timing") or {}).get("unit") == "instructions"
+    stats, prefix = (p.get("instructions"), "instructions_") if counts else (p.get("latency_us"), "latency_us_")
+    if not stats:
+        return None, None, "", ""
+    b = baseline or {}
+    stat = "median" if stats.get("median") is not None and (not b or f"{prefix}median" in b) else "mean"
+    return stat, stats, prefix + stat, "instructions" if counts else "µs"
+
+
+def _comparison_rows(p: dict, convert: dict) -> tuple[str, list[dict]]:
+    """(unit, rows) of one profile: its float baseline (when measured) and its own model, each with
+    ``name``, ``time`` and optional ``band``, ``energy_uj``, ``energy_band``."""
+    fb = p.get("float_baseline") or {}
+    if "skipped" in fb:
+        fb = {}
+    est = p.get("estimate") or {}
+    energy = p.get("energy") or {}
+    if est.get("estimate"):      # emulated board: estimated µs and µJ (with the CPI band)
+        t = est.get("latency_us")
+        if t is None:
+            return "", []
+        band = (est.get("latency_us_low"), est.get("latency_us_high"))
+        row = {"name": _model_role(p, convert), "time": t, "band": band,
+               "energy_uj": energy.get("per_inference_uj"),
+               "energy_band": (energy.get("per_inference_uj_low"), energy.get("per_inference_uj_high"))}
+        rows = [row]
+        ft = fb.get("estimated_latency_us")
+        if ft is not None:
+            k = [None if b is None else b / t for b in band] if t else [None, None]
+            rows.insert(0, {"name": "float", "time": ft, "band": tuple(None if r is None else ft * r for r in k),
+                            "energy_uj": fb.get("per_inference_uj") if row["energy_uj"] is not None else None,
+                            "energy_band": tuple(None if r is None or fb.get("per_inference_uj") is None
+                                                 else fb["per_inference_uj"] * r for r in k)})
+        return "estimated µs", rows
+    stat, stats, key, unit = _typical(p, fb)
+    if stats is None or stats.get(stat) is None:
+        return "", []
+    ci = ("median_ci95_low", "median_ci95_high") if stat == "median" else ("ci95_low", "ci95_high")
+    measured = (p.get("timing") or {}).get("source") == "device"
+    # energy only from a board's own time (board power x measured time); host time has none
+    uj = energy.get("per_inference_uj") if measured else None
+    rows = [{"name": _model_role(p, convert), "time": stats[stat], "band": (stats.get(ci[0]), stats.get(ci[1])),
+             "energy_uj": uj,
+             "energy_band": (energy.get("per_inference_uj_low"), energy.get("per_inference_uj_high"))}]
+    if fb.get(key) is not None:
+        rows.insert(0, {"name": "float", "time": fb[key], "band": (None, None),
+                        "energy_uj": fb.get("per_inference_uj") if uj is not None else None,
+                        "energy_band": (None, None)})
+    return f"{stat} {unit}", rows
+
+
+def _float_vs_final_charts(data: ReportData) -> list[tuple[str, Any]]:
+    """Float vs final (vs any other profiled model) per board and timing source: time, and energy where
+    it comes from an estimate or a board's measured time; one chart per group of comparable profiles."""
+    groups: dict[tuple, dict] = {}
     for p in data.profiles:
-        bid = (p.get("board") or {}).get("id", "?")
-        where = _timing_suffix(p)
-        if p.get("per_op"):
-            key, unit = _per_op_key(p)
-            ops = sorted(p["per_op"], key=lambda o: -(o.get(key) or 0))
-            fig, ax = new_figure((8, 0.5 + 0.35 * len(ops)))
-            bars = ax.barh([o["name"] for o in ops], [o.get(key) or 0 for o in ops], color="tab:orange")
-            ax.bar_label(bars, labels=[f"{o.get(key) or 0:,.1f} {unit}" for o in ops], fontsize=8)
-            ax.invert_yaxis()
-            ax.set_xlabel(f"mean {unit} per inference")
-            what = "instructions" if unit == "instructions" else "latency"
-            ax.set_title(f"Per-op {what} on {bid}{where} ({p['file']})")
-            save(fig, f"Per-op {what} ({p['file']})")
-        samples = p.get("latency_samples_us") or []
-        if samples:
-            fig, ax = new_figure((8, 3.2))
-            ax.hist(samples, bins=min(40, max(5, len(samples) // 5)), color="tab:purple")
-            lat = p.get("latency_us") or {}
-            for key, style in (("median", "-"), ("p99", "--")):
-                if lat.get(key) is not None:
-                    ax.axvline(lat[key], color="black", linestyle=style, label=f"{key} {lat[key]:.1f} us")
-            ax.set_xlabel("latency (us)")
-            ax.set_ylabel("runs")
-            ax.set_title(f"Latency of {len(samples)} runs on {bid}{where} ({p['file']})")
-            ax.legend(fontsize=8)
-            save(fig, f"Latency histogram ({p['file']})")
-    b = data.budget
-    if b:
-        fig, ax = new_figure((8, 2.6))
-        rows = [("flash", b["model_bytes"], b["flash_available_bytes"]),
-                ("RAM (arena)", b["arena_bytes"], b["ram_available_bytes"])]
-        for k, (name, used, avail) in enumerate(rows):
-            # share of what the firmware leaves: flash and RAM differ by orders of magnitude in bytes
-            ax.barh(k, 100, color="lightgray", label="available" if k == 0 else None)
-            if used is not None:
-                share = 100 * used / max(avail, 1)
-                ax.barh(k, min(share, 100), height=0.5, color="tab:red" if used > avail else "tab:blue",
-                        label="used" if k == 0 else None)
-                ax.text(min(share, 100), k, f" {used:,} / {avail:,} B ({share:.1f} %)", va="center", fontsize=8)
-        ax.set_yticks(range(len(rows)), [r[0] for r in rows])
-        ax.set_xlim(0, 100)
-        ax.set_xlabel("% of what the firmware leaves")
-        ax.set_title(f"Budget on {b['board']} (after firmware)")
-        ax.legend(fontsize=8, loc="lower right")
-        save(fig, "Budget")
+        unit, rows = _comparison_rows(p, data.convert)
+        if not rows:
+            continue
+        key = ((p.get("board") or {}).get("id"), (p.get("timing") or {}).get("source"), unit)
+        g = groups.setdefault(key, {"label": _source_label(p), "unit": unit, "rows": {}, "energy_method": None})
+        if (p.get("energy") or {}).get("method") and any(r["energy_uj"] is not None for r in rows):
+            g["energy_method"] = g["energy_method"] or p["energy"]["method"]
+        for r in rows:
+            g["rows"].setdefault(r["name"], r)
+    out = []
+    for g in groups.values():
+        rows = list(g["rows"].values())
+        if len(rows) < 2:
+            continue
+        rows.sort(key=lambda r: (r["name"] != "float", not r["name"].startswith("final")))
+        with_energy = [r for r in rows if r["energy_uj"] is not None]
+        fig, axes = _new_figure((9 if with_energy else 8, 1.8 + 0.5 * len(rows)), 2 if with_energy else 1)
+        axes = list(axes) if with_energy else [axes]
+        unit = "instructions" if "instructions" in g["unit"] else "µs"
+        _comparison_bars(axes[0], rows, "time", unit)
+        axes[0].set_xlabel(f"{g['unit']} per inference")
+        axes[0].set_title("instructions" if "instructions" in unit else
+                          "time (estimate)" if g["unit"].startswith("estimated") else "time", fontsize=9)
+        if with_energy:
+            _comparison_bars(axes[1], with_energy, "energy_uj", "µJ")
+            axes[1].set_xlabel("estimated µJ per inference")
+            axes[1].set_title(f"energy (estimate: {g['energy_method']})", fontsize=7, wrap=True)
+        fig.suptitle(f"Float vs final: {g['label']}", fontsize=9)
+        title = f"Float vs final {'time and energy' if with_energy else 'time'}: {g['label']}"
+        out.append((title, fig))
     return out
+
+
+def _comparison_bars(ax, rows: list[dict], key: str, unit: str) -> None:
+    import numpy as np
+
+    band_key = "band" if key == "time" else "energy_band"
+    vals = [r[key] for r in rows]
+    err = np.array([[v - (r[band_key][0] if r[band_key][0] is not None else v) for r, v in zip(rows, vals)],
+                    [(r[band_key][1] if r[band_key][1] is not None else v) - v for r, v in zip(rows, vals)]])
+    colours = ["tab:gray" if r["name"] == "float" else "tab:blue" for r in rows]
+    bars = ax.barh([r["name"] for r in rows], vals, color=colours,
+                   xerr=np.clip(err, 0, None) if err.any() else None, capsize=3)
+    base = vals[0] if rows[0]["name"] == "float" else None
+    labels = [f"{v:,.1f} {unit}" + ("" if base is None or r["name"] == "float" or not base
+                                    else f" ({v / base:.2f}x float)") for r, v in zip(rows, vals)]
+    ax.bar_label(bars, labels=labels, fontsize=7, padding=3)
+    ax.set_xlim(0, max(vals + [r[band_key][1] or 0 for r in rows]) * 1.6)
+    ax.invert_yaxis()
+    ax.tick_params(axis="y", labelsize=8)
+
+
+def _per_op_values(p: dict) -> tuple[str, str, str]:
+    """(row key, unit, what) of a profile's per-op bars: a board's estimated time where the emulated
+    board has one, else instruction counts, else time (measured or host, as ``timing`` says)."""
+    rows = p.get("per_op") or []
+    if rows and all(r.get("estimated_us") is not None for r in rows):
+        return "estimated_us", "µs", "estimated time"
+    if (p.get("timing") or {}).get("unit") == "instructions":
+        return "instructions_mean", "instructions", "instructions"
+    return "mean_us", "µs", "latency"
+
+
+def _per_op_chart(p: dict):
+    if not p.get("per_op"):
+        return None
+    key, unit, what = _per_op_values(p)
+    label = _source_label(p)
+    ops = sorted(p["per_op"], key=lambda o: -(o.get(key) or 0))
+    fig, ax = _new_figure((8, 0.9 + 0.35 * len(ops)))
+    bars = ax.barh([o["name"] for o in ops], [o.get(key) or 0 for o in ops],
+                   color="tab:olive" if key == "estimated_us" else "tab:orange")
+    suffix = " (estimate)" if key == "estimated_us" else ""
+    ax.bar_label(bars, labels=[f"{o.get(key) or 0:,.1f} {unit}{suffix}" for o in ops], fontsize=8)
+    ax.set_xlim(0, max(o.get(key) or 0 for o in ops) * 1.35 or 1)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{'estimated ' if key == 'estimated_us' else 'mean '}{unit} per inference")
+    ax.set_title(f"Per-op {what}: {label} ({p['file']})", fontsize=9)
+    return f"Per-op {what}: {label} ({p['file']})", fig
+
+
+def _histogram_chart(p: dict):
+    samples = p.get("latency_samples_us") or []
+    if not samples:
+        return None
+    label = _source_label(p)
+    fig, ax = _new_figure((8, 3.2))
+    ax.hist(samples, bins=min(40, max(5, len(samples) // 5)), color="tab:purple")
+    lat = p.get("latency_us") or {}
+    for key, style in (("median", "-"), ("p99", "--")):
+        if lat.get(key) is not None:
+            ax.axvline(lat[key], color="black", linestyle=style, label=f"{key} {lat[key]:.1f} µs")
+    ax.set_xlabel("host time per run (µs)" if (p.get("timing") or {}).get("source") == "host" else "latency (µs)")
+    ax.set_ylabel("runs")
+    ax.set_title(f"Latency of {len(samples)} runs: {label} ({p['file']})", fontsize=9)
+    ax.legend(fontsize=8)
+    return f"Latency histogram ({p['file']})", fig
+
+
+def _budget_chart(data: ReportData):
+    b = data.budget
+    if not b:
+        return None
+    fig, ax = _new_figure((8, 2.6))
+    rows = [("flash", b["model_bytes"], b["flash_available_bytes"]),
+            ("RAM (arena)", b["arena_bytes"], b["ram_available_bytes"])]
+    for k, (name, used, avail) in enumerate(rows):
+        # share of what the firmware leaves: flash and RAM differ by orders of magnitude in bytes
+        ax.barh(k, 100, color="lightgray", label="available" if k == 0 else None)
+        if used is not None:
+            share = 100 * used / max(avail, 1)
+            ax.barh(k, min(share, 100), height=0.5, color="tab:red" if used > avail else "tab:blue",
+                    label="used" if k == 0 else None)
+            ax.text(min(share, 100), k, f" {used:,} / {avail:,} B ({share:.1f} %)", va="center", fontsize=8)
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows])
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("% of what the firmware leaves")
+    ax.set_title(f"Budget on {b['board']} (after firmware)")
+    ax.legend(fontsize=8, loc="lower right")
+    return "Budget", fig
 
 
 # --- HTML -----------------------------------------------------------------------------------------
@@ -514,7 +835,9 @@ def tables(data: ReportData) -> list[tuple[str, list[str], list[list[Any]]]]:
                     [["flash (model)", b["model_bytes"], b["flash_available_bytes"], b["flash_bytes"],
                       b["flash_fits"]],
                      ["RAM (arena)", b["arena_bytes"], b["ram_available_bytes"], b["ram_bytes"], b["ram_fits"]],
-                     *([[f"runs correctly on {b['runtime']}", "", "", "", b["runs_correctly"]]] if b.get("runtime") else [])]))
+                     *([[f"runs correctly on {b['runtime']}", "", "", "", b["runs_correctly"]]] if b.get("runtime") else []),
+                     *([["estimated time per inference (ms)", round(b["estimate"]["latency_us"] / 1000, 2), "", "",
+                         ""]] if b.get("estimate") else [])]))
     return out
 
 
@@ -543,6 +866,10 @@ def text_notes(data: ReportData) -> list[str]:
         notes.append("no profile results in the folder (edgekit profile MODEL --json > FOLDER/profile.json)")
     if data.budget and data.budget.get("arena_source"):
         notes.append(f"arena from {data.budget['arena_source']}")
+    if data.budget and data.budget.get("estimate"):
+        notes.append(f"estimated time on {data.budget['board']}: {data.budget['estimate']['label']}")
+    if data.budget:
+        notes.append(f"firmware size: {data.budget['fit']['firmware_source']}")
     return notes
 
 

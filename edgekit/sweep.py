@@ -36,7 +36,8 @@ class SweepPoint:
     flash_bytes: int = 0
     arena_bytes: Optional[int] = None
     accuracy: Optional[float] = None
-    latency_bound_us: Optional[float] = None
+    latency_bound_us: Optional[float] = None      # roofline floor on the board (MACs / peak)
+    latency_estimate_us: Optional[float] = None   # the board's estimated time (MAC-based, edgekit.estimate)
     fits: Optional[bool] = None
     meets: bool = False
     pareto: bool = False
@@ -223,7 +224,8 @@ def _fill(pt: SweepPoint, rep: dict, folder: Path, board) -> None:
             info = inspect(folder / "model.tflite", board)
             pt.arena_bytes = info.arena_bytes or pt.arena_bytes
             pt.fits = info.board_fit.fits
-            pt.latency_bound_us = info.board_fit.latency_bound_us
+            pt.latency_bound_us = (info.roofline or {}).get("latency_bound_us")
+            pt.latency_estimate_us = (info.estimate or {}).get("latency_us")
         except Exception as e:  # noqa: BLE001
             from edgekit.errors import EdgekitError
 

@@ -50,9 +50,18 @@ def _print_profile(out: Output, data: dict) -> None:
             t.add_column(col, justify="right", no_wrap=True)
         t.add_row(*(_fmt_us(lat[k]) for k in keys))
         c.print(t)
-        c.print(f"95% confidence interval of the mean: {_fmt_us(lat['ci95_low'])} – {_fmt_us(lat['ci95_high'])}")
+        for stat, prefix in (("median", "median_"), ("mean", "")):
+            if lat.get(f"{prefix}ci95_low") is not None:
+                c.print(f"95% interval of the {stat}: {_fmt_us(lat[f'{prefix}ci95_low'])} – "
+                        f"{_fmt_us(lat[f'{prefix}ci95_high'])}")
+        if lat.get("ci_method"):
+            c.print(f"[dim]({lat['ci_method']})[/dim]")
     est = data.get("estimate")
-    if est:
+    if est and "cpi" not in est:
+        c.print(f"[bold]estimated on {data['board']['id']}: {_fmt_us(est['latency_us'])} per inference[/bold] "
+                f"({_fmt_us(est['latency_us_low'])} – {_fmt_us(est['latency_us_high'])})")
+        c.print(f"[dim]{est['label']}[/dim]")
+    elif est:
         c.print(f"estimated on {data['board']['id']}: {_fmt_us(est['latency_us'])} per inference "
                 f"({_fmt_us(est['latency_us_low'])} – {_fmt_us(est['latency_us_high'])}), {est['statistic']} "
                 f"instructions x CPI {est['cpi']} ({est['cpi_range'][0]}–{est['cpi_range'][1]}) / "
@@ -74,7 +83,9 @@ def _print_profile(out: Output, data: dict) -> None:
     facts.add_column(style="dim")
     facts.add_column()
     if m.get("arena_used_bytes"):
-        facts.add_row("arena used", f"{m['arena_used_bytes']:,} B of {m['arena_bytes']:,} B")
+        facts.add_row("arena used (TFLM's count on the device)",
+                      f"{m['arena_used_bytes']:,} B of {m['arena_bytes']:,} B (not the size to reserve: "
+                      "`edgekit inspect --board` gives the exact minimum)")
     if r.get("macs"):
         facts.add_row("MACs", f"{r['macs']:,}")
         if r.get("compute_bound_us") is not None:
@@ -87,7 +98,7 @@ def _print_profile(out: Output, data: dict) -> None:
         band = (f", {e['per_inference_uj_low']:.3f}–{e['per_inference_uj_high']:.3f}"
                 if e.get("per_inference_uj_low") is not None else "")
         facts.add_row("energy (estimate)", f"{e['per_inference_uj']:.3f} µJ per inference{band} "
-                      f"({e['active_power_mw']} mW active)")
+                      f"({e['active_power_mw']} mW active x {e.get('latency_statistic', 'median')} time)")
         if e.get("per_year_at_1_hz_j") is not None:
             facts.add_row("at 1 inference/s", f"{e['per_year_at_1_hz_j']:.2f} J per year "
                           f"({e['per_year_at_1_hz_j'] / 3600:.4f} Wh)")
@@ -98,10 +109,13 @@ def _print_profile(out: Output, data: dict) -> None:
             facts.add_row("vs float model", f"{fb['per_inference_uj']:.3f} µJ; saves {fb['saved_uj']:.3f} µJ"
                           + (f" ({frac:.0%})" if frac is not None else ""))
         elif "instructions_mean" in fb and ins:
-            facts.add_row("float model", f"{fb['instructions_mean']:,.0f} instructions per inference "
-                          f"({fb['instructions_mean'] / ins['mean']:.2f}x this model)")
+            key = "instructions_median" if "instructions_median" in fb else "instructions_mean"
+            facts.add_row("float model", f"{fb[key]:,.0f} instructions per inference "
+                          f"({fb[key] / ins[key.split('_')[1]]:.2f}x this model, {key.split('_')[1]})")
         elif "latency_us_mean" in fb:
-            facts.add_row("float model", f"{_fmt_us(fb['latency_us_mean'])} mean on the same device")
+            med = fb.get("latency_us_median")
+            facts.add_row("float model", (f"{_fmt_us(med)} median, " if med is not None else "")
+                          + f"{_fmt_us(fb['latency_us_mean'])} mean on the same device")
         else:
             facts.add_row("vs float model", f"skipped: {fb.get('skipped')}")
     fw = data.get("firmware")
@@ -173,6 +187,8 @@ def runner_options(pairs: list[str] | None, **named) -> dict:
 _OPT_HELP = "A runner option, name=value (repeatable); `edgekit boards B` lists the board's runner options."
 _EMULATE_HELP = ("Run the board's own firmware (its TFLM library, buffers, model built in) on the emulated "
                  "Cortex-M4 instead of the board: instruction counts, outputs as the board would compute them.")
+_FORCE_HELP = ("Use a device whose HELLO names another board than --board (refused otherwise, exit 9); its "
+               "numbers are then reported as that device's: no board energy or roofline.")
 _TFLM_SRC_HELP = ("TFLM source tree for emulated builds: an Arduino TFLM library folder or a tflite-micro "
                   "checkout (default: $EDGEKIT_TFLM_SRC, then the library arduino-cli installed).")
 
@@ -239,6 +255,7 @@ def register(app: typer.Typer) -> None:
                                                         help="adb boards: LiteRT benchmark_model for the device; ssh "
                                                              "boards: use it (per-op times) instead of the agent."),
         opt: Optional[list[str]] = typer.Option(None, "--opt", help=_OPT_HELP),
+        force: bool = typer.Option(False, "--force", help=_FORCE_HELP),
     ) -> None:
         """Measure a model on a board: latency (or instruction counts when emulated), per op, arena."""
         from edgekit.cli.output import dumps
@@ -248,7 +265,7 @@ def register(app: typer.Typer) -> None:
         out = Output(json_mode=json_out)
         options = runner_options(opt, host=host, remote_python=remote_python, threads=threads, xnnpack=xnnpack,
                                  serial=device, benchmark_binary=str(benchmark_binary) if benchmark_binary else None,
-                                 tflm_src=str(tflm_src) if tflm_src else None)
+                                 tflm_src=str(tflm_src) if tflm_src else None, force=force or None)
         with out.progress() as report:
             result = profile(model, board=board, port=port, runs=runs, warmup=warmup, progress=report,
                              baud=baud, float_baseline=not no_baseline, emulate=emulate, options=options,
@@ -274,13 +291,14 @@ def register(app: typer.Typer) -> None:
         tflm_src: Optional[Path] = typer.Option(None, "--tflm-src", help=_TFLM_SRC_HELP),
         host: Optional[str] = typer.Option(None, "--host", help="ssh boards (Raspberry Pi): [user@]host."),
         opt: Optional[list[str]] = typer.Option(None, "--opt", help=_OPT_HELP),
+        force: bool = typer.Option(False, "--force", help=_FORCE_HELP),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
     ) -> None:
         """Run real samples on the device and on the host; fail (exit 10) past the thresholds."""
         from edgekit.validation import validate
 
         out = Output(json_mode=json_out)
-        options = runner_options(opt, host=host, tflm_src=str(tflm_src) if tflm_src else None)
+        options = runner_options(opt, host=host, tflm_src=str(tflm_src) if tflm_src else None, force=force or None)
         with out.progress() as report:
             result = validate(model, data, board=board, port=port, n=n, max_lsb=max_lsb,
                               min_agreement=min_agreement, progress=report, baud=baud, raise_on_fail=False,

@@ -46,11 +46,12 @@ def _human(out, r) -> None:
     c.print(f"weights: {r.weight_bytes:,} bytes, sparsity {sp}")
     a = r.arena
     if a.arena_bytes is not None:
-        c.print(f"tensor arena (host TFLM, exact): {_kib(a.arena_bytes)}"
-                + (f"; recording allocator said {a.recorded_bytes:,} B" if a.recorded_bytes else ""))
+        c.print(f"tensor arena, exact minimum (host TFLM): {_kib(a.arena_bytes)}"
+                + (f" [dim](TFLM's recording allocator counts {a.recorded_bytes:,} B; not a size that "
+                   f"allocates)[/dim]" if a.recorded_bytes else ""))
         if a.alt_decompression_bytes:
             c.print(f"  with a {a.alt_decompression_bytes:,} B alternate decompression buffer: "
-                    f"{_kib(a.arena_with_alt_bytes)}")
+                    f"{_kib(a.arena_with_alt_bytes)} (the generated firmware sets none up)")
     else:
         c.print(f"tensor arena: not measured ({a.error})")
     if r.tflm_unsupported_ops:
@@ -64,14 +65,24 @@ def _human(out, r) -> None:
             t.add_column(col, justify="right")
         t.add_row("flash (model + firmware)", _kib(f.flash_needed_bytes), _kib(f.flash_bytes),
                   _kib(f.flash_margin_bytes))
-        t.add_row("RAM (arena + firmware)", _kib(f.ram_needed_bytes), _kib(f.ram_bytes),
-                  _kib(f.ram_margin_bytes))
+        ram_what = "RAM (arena + firmware)" if f.runtime == "tflm" else "RAM (model + OS)"
+        t.add_row(ram_what, _kib(f.ram_needed_bytes), _kib(f.ram_bytes), _kib(f.ram_margin_bytes))
         c.print(t)
+        if f.arena_bytes is not None:
+            c.print(f"arena {_kib(f.arena_bytes)}: {f.arena_source}")
+        c.print(f"[dim]firmware: {f.firmware_source}[/dim]")
         verdict = {True: "[green]fits[/green]", False: "[red]does not fit[/red]", None: "unknown"}[f.fits]
-        c.print(f"{verdict}; roofline latency bound {f.latency_bound_us:,.1f} us "
-                f"({r.total_macs:,} MACs / ({f.peak_int8_macs_per_cycle:g} MAC/cycle x "
-                f"{f.clock_hz / 1e6:g} MHz))")
-
+        c.print(verdict + "".join(f"\n  {p}" for p in f.problems))
+    roof, est = r.roofline, r.estimate
+    if roof and roof.get("latency_bound_us") is not None:
+        c.print(f"roofline floor {roof['latency_bound_us']:,.1f} us ({r.total_macs:,} MACs / "
+                f"({roof['peak_int8_macs_per_cycle']:g} MAC/cycle x {roof['clock_hz'] / 1e6:g} MHz)); "
+                "a lower bound, not a time")
+    if est:
+        c.print(f"estimated time {est['latency_us'] / 1000:,.2f} ms per inference "
+                f"({est['latency_us_low'] / 1000:,.2f}–{est['latency_us_high'] / 1000:,.2f} ms)"
+                + (f", {est['energy_uj']:,.1f} µJ" if est.get("energy_uj") is not None else ""))
+        c.print(f"[dim]{est['label']}[/dim]")
 
 def register(app: typer.Typer) -> None:
     @app.command("inspect")

@@ -13,19 +13,23 @@ def _human(out: Output, res: dict) -> None:
     from rich.table import Table
 
     t = Table(title="edgekit sweep", header_style="bold")
-    for col in ("point", "recipe", "bytes", "arena", "accuracy", "bound µs", "fits", "Pareto", "meets"):
+    for col in ("point", "recipe", "bytes", "arena", "accuracy", "est. ms", "floor µs", "fits", "Pareto", "meets"):
         t.add_column(col, justify="left" if col in ("point", "recipe") else "right")
     for p in res["points"]:
         if p["error"]:
-            t.add_row(p["id"], p["recipe"], "-", "-", f"error: {p['error'][:40]}", "", "", "", "")
+            t.add_row(p["id"], p["recipe"], "-", "-", f"error: {p['error'][:40]}", "", "", "", "", "")
             continue
         t.add_row(p["id"] + (" (done before)" if p["reused"] else ""), p["recipe"], f"{p['flash_bytes']:,}",
                   f"{p['arena_bytes']:,}" if p["arena_bytes"] else "-",
                   f"{100 * p['accuracy']:.2f} %" if p["accuracy"] is not None else "-",
+                  f"{p['latency_estimate_us'] / 1000:.1f}" if p.get("latency_estimate_us") else "-",
                   f"{p['latency_bound_us']:.0f}" if p["latency_bound_us"] else "-",
                   {True: "yes", False: "no", None: "-"}[p["fits"]], "*" if p["pareto"] else "",
                   "yes" if p["meets"] else "")
     out.console.print(t)
+    if any(p.get("latency_estimate_us") for p in res["points"]):
+        out.console.print("[dim]est. ms: MAC-based estimate on the board (model MACs x cycles per MAC calibrated on "
+                          "Cortex-M4 published results / clock); floor µs: the roofline lower bound[/dim]")
     if res["best"]:
         out.console.print(f"smallest point that meets the constraints: [bold]{res['best']}[/]")
     else:

@@ -105,6 +105,23 @@ def score(outputs: np.ndarray, data: Dataset) -> dict:
     return {"mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err ** 2)))}
 
 
+MAX_CONFUSION_CLASSES = 20
+
+
+def confusion(outputs: np.ndarray, data: Dataset) -> Optional[list[list[int]]]:
+    """Counts of (true class, argmax class): rows are labels, columns predictions; None unless the data
+    is a classification with labels in 0..classes-1 and the output has 2..20 classes."""
+    if not data.is_classification or outputs.ndim != 2:
+        return None
+    n = outputs.shape[1]
+    y = data.y.astype(np.int64).reshape(-1)
+    if not 1 < n <= MAX_CONFUSION_CLASSES or len(y) != len(outputs) or y.min() < 0 or y.max() >= n:
+        return None
+    m = np.zeros((n, n), dtype=np.int64)
+    np.add.at(m, (y, outputs.argmax(axis=1)), 1)
+    return m.tolist()
+
+
 def agreement(a: np.ndarray, b: np.ndarray, raw_a: np.ndarray, raw_b: np.ndarray) -> dict:
     out = {"max_abs_diff": float(np.max(np.abs(a - b))) if a.size else 0.0}
     if a.ndim == 2 and a.shape[1] > 1:

@@ -360,9 +360,10 @@ def _evaluate(loaded, float_model: bytes, final: bytes, test: Dataset, *, compre
         out["litert_note"] = "LUT-compressed models run on TFLM only"
     micro = None
     try:
-        micro, raw_micro, arena = ev.tflm_run(final, test.x)
+        micro, raw_micro, recorded = ev.tflm_run(final, test.x)
         out["tflm"] = ev.score(micro, test)
-        out["tflm_arena_bytes"] = arena
+        out["tflm_arena_bytes"] = _exact_arena(final, warn)        # the one arena figure (edgekit.fit)
+        out["tflm_arena_recorded_bytes"] = recorded                 # TFLM's recording allocator's total
     except EdgekitError as e:
         out["tflm"] = None
         out["tflm_error"] = e.message
@@ -372,6 +373,12 @@ def _evaluate(loaded, float_model: bytes, final: bytes, test: Dataset, *, compre
             out["tflm_note"] = f"TFLM does not run {mode} models (use int8 for microcontrollers)"
     if lite is not None and micro is not None:
         out["litert_vs_tflm"] = ev.agreement(lite, micro, raw_lite, raw_micro)
+    # the final model's confusion matrix, from the runtime a microcontroller runs (host TFLM) if it ran
+    for runtime, outputs in (("tflm", micro), ("litert", lite)):
+        matrix = None if outputs is None else ev.confusion(outputs, test)
+        if matrix is not None:
+            out["confusion"] = {"runtime": runtime, "matrix": matrix}
+            break
     base_key = "keras_float" if "keras_float" in out else "litert_float"
     metric = "accuracy" if "accuracy" in out[base_key] else "mae"
     base = out[base_key].get(metric)
@@ -404,3 +411,14 @@ def _without_timings(obj):
     if isinstance(obj, list):
         return [_without_timings(v) for v in obj]
     return obj
+
+
+def _exact_arena(model: bytes, warn) -> int | None:
+    """The smallest arena in which host TFLM allocates and runs ``model`` (what export and fit use)."""
+    from edgekit.model import tflm_host
+
+    try:
+        return int(tflm_host.measure_arena(model)["arena_bytes"])
+    except EdgekitError as e:
+        warn(f"the exact TFLM arena could not be measured ({e.message})")
+        return None

@@ -35,11 +35,18 @@ class Connection:
         return self.board.runtime_model_upload if self.takes_uploads is None else self.takes_uploads
 
 
-def check_identity(hello: Hello, board: Board, port: str) -> None:
-    """A device that says it is another board is refused (its numbers would be read as this board's)."""
-    if hello.board_id != board.id and hello.board_id not in board.aliases:
-        raise DeviceError(f"the device on {port} says it is '{hello.board_id}', not {board.id}",
-                          hint=f"pass --board {hello.board_id}, or the port of a {board.id}")
+def check_identity(hello: Hello, board: Board, port: str, *, force: bool = False) -> str | None:
+    """A device that says it is another board is refused (its numbers would be read as this board's).
+
+    With ``force`` it is used anyway; the returned line says so (None when the device is ``board``).
+    """
+    if hello.board_id == board.id or hello.board_id in board.aliases:
+        return None
+    if force:
+        return (f"--force: the device on {port} says it is '{hello.board_id}', not {board.id}; "
+                f"its numbers are that device's")
+    raise DeviceError(f"the device on {port} says it is '{hello.board_id}', not {board.id}",
+                      hint=f"pass --board {hello.board_id}, or the port of a {board.id}, or --force to use it anyway")
 
 
 def ensure_model(conn: Connection, model: bytes, progress: ProgressFn | None = None) -> UploadResult | None:

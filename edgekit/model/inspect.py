@@ -59,28 +59,6 @@ class WeightTensor:
 
 
 @dataclass
-class BoardFit:
-    board: str
-    flash_bytes: int
-    ram_bytes: int
-    firmware_flash_bytes: int
-    firmware_ram_bytes: int
-    model_flash_bytes: int
-    arena_bytes: int | None
-    flash_needed_bytes: int
-    ram_needed_bytes: int | None
-    flash_margin_bytes: int
-    ram_margin_bytes: int | None
-    fits: bool | None            # None when the arena could not be measured
-    peak_int8_macs_per_cycle: float
-    clock_hz: int
-    latency_bound_us: float      # roofline: MACs / (peak MACs per cycle x clock)
-    # what the board's TFLM runtime cannot run correctly (edgekit.tflm.compat); any makes fits False
-    runtime_problems: list = field(default_factory=list)
-    runtime: str | None = None   # the runtime the problems were checked against, and from where
-
-
-@dataclass
 class ArenaReport:
     arena_bytes: int | None = None              # smallest arena that allocates and runs (host TFLM)
     recorded_bytes: int | None = None           # RecordingMicroAllocator total, generous arena
@@ -109,7 +87,9 @@ class InspectResult:
     tflm_unsupported_ops: list[str]
     compressed: bool                    # holds TFLM_DECODE ops (LUT compression)
     arena: ArenaReport
-    board_fit: BoardFit | None = None
+    board_fit: Any = None               # with a board: edgekit.fit.FitReport (the one fit)
+    roofline: dict[str, Any] | None = None   # with a board: the compute-bound floor (roofline_bound)
+    estimate: dict[str, Any] | None = None   # with a board: its time/energy estimate (edgekit.estimate)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -126,7 +106,9 @@ class InspectResult:
         return seen
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["board_fit"] = self.board_fit.to_dict() if self.board_fit is not None else None
+        return out
 
 
 def _classify(graph: Graph) -> tuple[str, list[str]]:
@@ -189,25 +171,32 @@ def measure_arena(model: VerifiedModel, graph: Graph | None = None, *,
     return report
 
 
-def board_fit(model_bytes: int, arena_bytes: int | None, macs: int, board) -> BoardFit:
-    """Flash / RAM fit of model + arena + firmware on a board, and the roofline latency bound."""
-    flash_needed = model_bytes + board.firmware_flash_bytes
-    ram_needed = None if arena_bytes is None else arena_bytes + board.firmware_ram_bytes
-    flash_margin = board.flash_bytes - flash_needed
-    ram_margin = None if ram_needed is None else board.ram_bytes - ram_needed
-    fits = None if ram_margin is None else (flash_margin >= 0 and ram_margin >= 0)
-    if flash_margin < 0:
-        fits = False
+def roofline_bound(macs: int, board) -> dict[str, Any]:
+    """The compute-bound floor of ``macs`` on ``board``: MACs / (peak int8 MACs per cycle x clock).
+    A lower bound, never an estimate of the time: real kernels reach a fraction of the peak."""
     peak = float(board.peak_int8_macs_per_cycle) * float(board.clock_hz)
-    return BoardFit(board=board.id, flash_bytes=board.flash_bytes, ram_bytes=board.ram_bytes,
-                    firmware_flash_bytes=board.firmware_flash_bytes,
-                    firmware_ram_bytes=board.firmware_ram_bytes, model_flash_bytes=model_bytes,
-                    arena_bytes=arena_bytes, flash_needed_bytes=flash_needed,
-                    ram_needed_bytes=ram_needed, flash_margin_bytes=flash_margin,
-                    ram_margin_bytes=ram_margin, fits=fits,
-                    peak_int8_macs_per_cycle=float(board.peak_int8_macs_per_cycle),
-                    clock_hz=int(board.clock_hz),
-                    latency_bound_us=(macs / peak * 1e6) if peak > 0 else float("inf"))
+    return {"macs": int(macs), "peak_int8_macs_per_cycle": float(board.peak_int8_macs_per_cycle),
+            "clock_hz": int(board.clock_hz), "latency_bound_us": (macs / peak * 1e6) if peak > 0 else None,
+            "label": "roofline lower bound (MACs / peak), not a time estimate"}
+
+
+def board_estimate(macs: int, board) -> dict[str, Any] | None:
+    """The MAC-based time and energy estimate on a microcontroller board (edgekit.estimate.mac_estimate),
+    or None (LiteRT boards, and the virtual / emulated boards, whose clocks are not a board's)."""
+    if board.runtime != "tflm" or board.runtime_model_upload:
+        return None
+    from edgekit.estimate import mac_estimate
+
+    est = mac_estimate(macs, board)
+    if est is None:
+        return None
+    est["energy_uj"] = float(board.active_power_mw) * est["latency_us"] / 1000.0
+    est["energy_uj_range"] = [float(board.active_power_mw) * est[k] / 1000.0
+                              for k in ("latency_us_low", "latency_us_high")]
+    if board.emulator:
+        est["label"] += (f"; `edgekit profile MODEL --board {board.id} --emulate` counts the instructions "
+                         "instead (a closer estimate)")
+    return est
 
 
 def inspect(model: str | os.PathLike | bytes | VerifiedModel, board: Any = None, *,
@@ -274,24 +263,26 @@ def inspect(model: str | os.PathLike | bytes | VerifiedModel, board: Any = None,
             warnings.append(f"TFLM could not allocate this model: {e.message}")
 
     total_macs = sum(o.macs for o in ops)
-    fit = None
+    fit_report = roof = estimate = None
     if board is not None:
         if isinstance(board, str):
             from edgekit.boards import load_board
 
             board = load_board(board)
-        fit = board_fit(verified.size_bytes, arena.arena_bytes, total_macs, board)
+        from edgekit.fit import fit
         from edgekit.tflm.compat import check_model, facts_from_board
 
-        facts = facts_from_board(board)
-        if facts is not None:
-            fit.runtime = f"{facts.label} ({facts.source})"
-            fit.runtime_problems = [p.to_dict() for p in check_model(verified, facts)]
-            if fit.runtime_problems:
-                fit.fits = False
-                for p in fit.runtime_problems:
-                    warnings.append(f"{board.id} cannot run this model correctly: {p['message']} "
-                                    f"(ways out: {'; or '.join(p['fixes'])})")
+        facts = facts_from_board(board) if board.runtime == "tflm" else None
+        problems = check_model(verified, facts) if facts is not None else []
+        fit_report = fit(board, model_bytes=verified.size_bytes, arena_min_bytes=arena.arena_bytes,
+                         quantization=quant, arena_error=arena.error, unsupported_ops=unsupported,
+                         runtime_problems=problems,
+                         tflm_runtime=f"{facts.label} ({facts.source})" if facts is not None else None)
+        for p in fit_report.runtime_problems:
+            warnings.append(f"{board.id} cannot run this model correctly: {p['message']} "
+                            f"(ways out: {'; or '.join(p['fixes'])})")
+        roof = roofline_bound(total_macs, board)
+        estimate = board_estimate(total_macs, board)
 
     return InspectResult(
         source=verified.source, sha256=verified.sha256, model_bytes=verified.size_bytes,
@@ -303,4 +294,5 @@ def inspect(model: str | os.PathLike | bytes | VerifiedModel, board: Any = None,
         weight_bytes=sum(w.bytes for w in weights), weights=weights,
         sparsity=(zero_count / counted_elements) if counted_elements else None,
         quantization=quant, float_tensors=float_tensors, tflm_unsupported_ops=unsupported,
-        compressed=DECODE_OP in all_ops, arena=arena, board_fit=fit, warnings=warnings)
+        compressed=DECODE_OP in all_ops, arena=arena, board_fit=fit_report, roofline=roof, estimate=estimate,
+        warnings=warnings)

@@ -21,6 +21,7 @@ _REGISTRY = {
     "adb": "edgekit.runners.adb",
     "virtual": "edgekit.runners.virtual",
     "qemu": "edgekit.runners.qemu",
+    "estimate": "edgekit.runners.estimate",
 }
 
 RUNNER_NAMES = tuple(_REGISTRY)
@@ -63,6 +64,7 @@ def all_runners() -> dict:
 
 
 EMULATOR_RUNNER = "qemu"
+ESTIMATE_RUNNER = "estimate"      # --emulate on a board the emulator cannot run (profile: an estimate only)
 
 
 def runner_for(board, *, emulate: bool = False, options: dict | None = None, dry_run: bool = False,
@@ -81,8 +83,11 @@ def runner_for(board, *, emulate: bool = False, options: dict | None = None, dry
     opts = dict(options or {})
     if emulate:
         if not board.emulator:
-            raise UsageError(f"board {board.id} ({board.cpu}) cannot be emulated: edgekit emulates Cortex-M4 "
-                             "boards only", hint="boards with an emulator: `edgekit boards` (column emulated)")
+            if board.runtime != "tflm":
+                raise UsageError(f"board {board.id} ({board.cpu}) cannot be emulated: edgekit emulates Cortex-M4 "
+                                 "boards only", hint="boards with an emulator: `edgekit boards` (column emulated)")
+            # a microcontroller the emulator cannot run: profile gives a labelled MAC-based estimate
+            return get_runner(ESTIMATE_RUNNER)(board, options=opts, dry_run=dry_run, log=log, tool=tool)
         name = EMULATOR_RUNNER
         if board.runner != EMULATOR_RUNNER:
             opts["emulate"] = True

@@ -28,7 +28,7 @@ class ArduinoCliRunner(LinkRunner):
 
     @classmethod
     def options_spec(cls):
-        return [RunnerOption("fqbn", "override the board file's fully qualified board name"),
+        return [*super().options_spec(), RunnerOption("fqbn", "override the board file's fully qualified board name"),
                 RunnerOption("skip_install", "do not install the pinned core and libraries", False, bool)]
 
     def _fqbn(self) -> str:

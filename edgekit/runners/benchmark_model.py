@@ -147,16 +147,16 @@ def to_profile(bench: BenchmarkOutput, *, path, facts, board, device: dict, runs
     ``device.unavailable``); ``memory`` holds the tool's own MB figures."""
     import math
 
-    from edgekit.profiling import litert_profile, t95
+    from edgekit.profiling import litert_profile, t_interval
 
     s = bench.stats_us
     n = bench.runs or runs
     mean = s.get("avg", bench.inference_avg_us)
     std = s.get("std")
-    half = t95(n) * std / math.sqrt(n) if std is not None and n > 1 else None
+    low, high, method = t_interval(mean, std, n, floor=s.get("min") or 0.0)
     latency = {"mean": mean, "median": s.get("median"), "p90": None, "p99": None, "min": s.get("min"),
-               "max": s.get("max"), "std": std, "ci95_low": mean - half if half is not None else None,
-               "ci95_high": mean + half if half is not None else None, "n": n}
+               "max": s.get("max"), "std": std, "ci95_low": low, "ci95_high": high,
+               "median_ci95_low": None, "median_ci95_high": None, "ci_method": method, "n": n}
     per_op = None
     if bench.per_op:
         per_op = [{"name": op["name"], "type": op["type"], "count": op["times_called"],

@@ -38,7 +38,7 @@ class EsptoolRunner(LinkRunner):
 
     @classmethod
     def options_spec(cls):
-        return [RunnerOption("flash_baud", "baud rate for writing flash (default: board file)", None, int),
+        return [*super().options_spec(), RunnerOption("flash_baud", "baud rate for writing flash (default: board file)", None, int),
                 RunnerOption("chip", "esptool --chip (default: board file build.esptool_chip)")]
 
     def _chip(self) -> str:

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
 from edgekit.errors import DeviceError
-from edgekit.runners.base import Runner
+from edgekit.runners.base import Runner, RunnerOption
 
 DEVICE_CLOCK = {"unit": "ns", "source": "device",
                 "label": "measured on the board (its own clock, over the serial link)"}
@@ -22,6 +22,11 @@ class LinkRunner(Runner):
     """A runner whose device is reached over a serial-like link speaking protocol v1."""
 
     progress = None      # the command's progress callback (builds report through it too)
+
+    @classmethod
+    def options_spec(cls):
+        return [RunnerOption("force", "use a device whose HELLO names another board than --board (its numbers "
+                             "are then reported as that device's; --force on the CLI)", False, bool)]
 
     def timing(self) -> dict[str, Any]:
         """How the device's INVOKE / PROFILE times are to be read (copied into profile documents)."""
@@ -56,9 +61,18 @@ class LinkRunner(Runner):
             session = DeviceSession.open(where, baud or self.board.baud)
             try:
                 hello = session.hello()
-                check_identity(hello, self.board, where)
-                yield Connection(self.board, session, hello, where, started, timing=self.timing(),
-                                 firmware=firmware, takes_uploads=self.takes_uploads())
+                mismatch = check_identity(hello, self.board, where, force=bool(self.options.get("force")))
+                timing, uploads = self.timing(), self.takes_uploads()
+                if mismatch:
+                    from edgekit.link.frames import Capability
+
+                    uploads = hello.has(Capability.UPLOAD)     # the device's own word, not the board file's
+                    if self.log:
+                        self.log(f"# warning: {mismatch}")
+                    timing["label"] = f"{timing.get('label', '')}; {mismatch}".lstrip("; ")
+                    timing["board_mismatch"] = hello.board_id
+                yield Connection(self.board, session, hello, where, started, timing=timing,
+                                 firmware=firmware, takes_uploads=uploads)
             except DeviceError as e:
                 # a device that faulted or hangs often said why just before: quote it
                 if session.last_log and "last log line" not in e.message:

@@ -485,7 +485,7 @@ class QemuRunner(LinkRunner):
 
     @classmethod
     def options_spec(cls):
-        return [RunnerOption("tflm_src", "TFLM source tree to build with (else $EDGEKIT_TFLM_SRC, else the "
+        return [*super().options_spec(), RunnerOption("tflm_src", "TFLM source tree to build with (else $EDGEKIT_TFLM_SRC, else the "
                              "library arduino-cli installed)"),
                 RunnerOption("emulate", "build the board's own firmware (set by --emulate)", False, bool),
                 RunnerOption("firmware", "tflm (real TFLM) or test (the protocol test runner)", "tflm"),

@@ -64,7 +64,7 @@ class PicotoolRunner(LinkRunner):
 
     @classmethod
     def options_spec(cls):
-        return [RunnerOption("method", "auto | picotool | uf2-copy", "auto")]
+        return [*super().options_spec(), RunnerOption("method", "auto | picotool | uf2-copy", "auto")]
 
     def do_build(self, project_dir, **_) -> BuildResult:
         result = build_with_platformio(self, Path(project_dir))

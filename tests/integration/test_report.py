@@ -46,7 +46,9 @@ def artifact(digits_files, tmp_path_factory):
 def _expected_charts(data) -> int:
     """Charts the folder allows: layer sizes, weights/structure, sparsity, accuracy, one histogram and
     (with per-op data) one per-op chart per profile, and the board budget."""
-    n = 4 + sum(1 + bool(p.get("per_op")) for p in data.profiles) + (data.budget is not None)
+    n = (4 + bool((data.convert.get("evaluation") or {}).get("confusion"))
+         + sum(bool((p.get("float_baseline") or {}).get("sha256")) for p in data.profiles)
+         + sum(1 + bool(p.get("per_op")) for p in data.profiles) + (data.budget is not None))
     return n
 
 
@@ -63,7 +65,7 @@ def test_html_opens_in_headless_chromium(artifact, tmp_path):
     # every <img> is an embedded PNG that PIL can open, and there is one per chart the data allows
     imgs = re.findall(r"<img\b[^>]*>", html)
     uris = [DATA_URI.search(tag) for tag in imgs]
-    assert all(uris) and len(imgs) == _expected_charts(data) == 6
+    assert all(uris) and len(imgs) == _expected_charts(data) == 8
     for m in uris:
         im = Image.open(io.BytesIO(base64.b64decode(m.group(1))))
         im.load()
@@ -121,7 +123,12 @@ def test_numbers_equal_report_json_and_model(artifact, digits_files, tmp_path):
     assert [v for k, v in acc.items() if k.startswith("on device")] == [val["accuracy_device"]]
     prof = json.loads((artifact / "profile.json").read_text())
     assert doc["latency"][0]["latency_us"] == prof["latency_us"]
-    assert doc["budget"]["arena_bytes"] == prof["memory"]["arena_used_bytes"]
+    # one arena figure: the exact minimum (host TFLM, report.json) as the firmware reserves it, and the same
+    # RAM as inspect's fit; the recording allocator's total of the profile is not a fit figure
+    assert doc["budget"]["board"] == "virtual"           # an upload board: its fixed arena must hold the minimum
+    assert doc["budget"]["arena_min_bytes"] == doc["budget"]["arena_bytes"] == rep["evaluation"]["tflm_arena_bytes"]
+    info = edgekit.inspect(artifact / "model.tflite", board=doc["budget"]["board"])
+    assert doc["budget"]["fit"]["ram_needed_bytes"] == info.board_fit.ram_needed_bytes
 
     # per-layer bytes from the flatbuffers, against the Keras model's own weights: float32 kernel + bias
     # in model_float.tflite; int8 kernel + int32 bias in model.tflite
@@ -167,7 +174,11 @@ def test_lut_compressed_layers_count_decode_inputs(digits_files, tmp_path):
     b = load_board("nano33ble")
     assert data.budget["flash_available_bytes"] == b.flash_bytes - b.firmware_flash_bytes
     assert data.budget["ram_available_bytes"] == b.ram_bytes - b.firmware_ram_bytes
-    assert data.budget["arena_bytes"] == rep["evaluation"]["tflm_arena_bytes"]
+    from edgekit.exporters.c_arrays import arena_with_margin
+
+    assert data.budget["arena_min_bytes"] == rep["evaluation"]["tflm_arena_bytes"]
+    assert data.budget["arena_bytes"] == arena_with_margin(rep["evaluation"]["tflm_arena_bytes"])  # the header's
+    assert data.budget["estimate"]["from"] == "model MACs" and "MAC-based" in data.budget["estimate"]["label"]
     assert data.accuracy["values"]["final (LiteRT)"] is None
 
 
@@ -204,7 +215,7 @@ def test_per_op_profile_adds_a_chart_and_a_table(artifact, tmp_path):
     (folder / "profile.json").write_text(json.dumps(prof))
     data = edgekit.report.collect(folder)
     html = edgekit.report.render_html(data)
-    assert len(re.findall(r"<img\b", html)) == _expected_charts(data) == 7
+    assert len(re.findall(r"<img\b", html)) == _expected_charts(data) == 9
     assert "Per-op latency" in html and "no per-op data" not in html
     table = dict((t, rows) for t, _, rows in edgekit.report.tables(data))
     assert [r[0] for r in table["Per-op latency on virtual (host time)"]] == ["FULLY_CONNECTED", "CONV_2D"]

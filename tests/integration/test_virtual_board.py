@@ -367,9 +367,12 @@ def test_times_measured_on_a_device_get_roofline_and_energy(artifact):
     assert d["timing"]["source"] == "device"
     assert r["compute_bound_us"] == pytest.approx(r["macs"] / (r["peak_macs_per_cycle"] * r["clock_hz"]) * 1e6)
     assert e["estimate"] is True
-    assert e["per_inference_uj"] == pytest.approx(e["active_power_mw"] * lat["mean"] / 1000)
+    assert e["latency_statistic"] == "median"
+    assert e["per_inference_uj"] == pytest.approx(e["active_power_mw"] * lat["median"] / 1000)
+    assert e["per_inference_uj_low"] <= e["per_inference_uj"] <= e["per_inference_uj_high"]
     fb = e["float_baseline"]
-    assert fb["runs"] > 0 and fb["latency_us_mean"] > 0
+    assert fb["runs"] > 0 and fb["latency_us_mean"] > 0 and fb["latency_us_median"] > 0
+    assert fb["per_inference_uj"] == pytest.approx(e["active_power_mw"] * fb["latency_us_median"] / 1000)
     assert fb["saved_uj"] == pytest.approx(fb["per_inference_uj"] - e["per_inference_uj"])
 
 
@@ -384,6 +387,23 @@ def test_a_device_that_says_it_is_another_board_is_refused(tiny_model, tmp_path)
         with pytest.raises(DeviceError) as exc:
             edgekit.profile(model, board="nano33ble", port=board.port, runs=2, float_baseline=False)
     assert "says it is 'virtual', not nano33ble" in exc.value.message and exc.value.exit_code == 9
+    assert "--force" in exc.value.hint
+
+
+def test_force_uses_a_mismatched_device_and_computes_no_board_numbers(tiny_model, tmp_path):
+    """--force: the virtual board passed as a Nano is used, the document says so, and no Nano energy or
+    roofline is made from another device's times."""
+    import edgekit
+
+    model = tmp_path / "m.tflite"
+    model.write_bytes(tiny_model)
+    with VirtualBoard() as board:
+        d = edgekit.profile(model, board="nano33ble", port=board.port, runs=3, float_baseline=False,
+                            options={"force": True}).to_dict()
+    assert d["timing"]["board_mismatch"] == "virtual" and "says it is 'virtual'" in d["timing"]["label"]
+    assert d["energy"] is None and d["roofline"] is None
+    assert d["latency_us"]["n"] == 3
+    assert any("says it is 'virtual'" in n for n in d["notes"])
 
 
 def test_continuous_outputs_are_judged_by_their_error_not_by_argmax(tmp_path):
@@ -404,3 +424,23 @@ def test_continuous_outputs_are_judged_by_their_error_not_by_argmax(tmp_path):
 
     scale = model_facts(model.read_bytes()).outputs[0]["scale"]
     assert bad.max_abs_real == pytest.approx(bad.max_lsb * scale) and 0 < bad.mae_real <= bad.max_abs_real
+
+
+def test_a_float_baseline_that_does_not_fit_the_board_is_skipped_with_the_reason(artifact):
+    """The virtual board's arena holds the int8 model but not its float baseline: the profile still
+    succeeds, the baseline says why it is missing, and no half row (energy, savings) is made of it."""
+    import edgekit
+    from edgekit.model import tflm_host
+
+    int8 = tflm_host.measure_arena((artifact / "model.tflite").read_bytes())["arena_bytes"]
+    flt = tflm_host.measure_arena((artifact / "model_float.tflite").read_bytes())["arena_bytes"]
+    assert flt > int8 + 64
+    d = edgekit.profile(artifact / "model.tflite", runs=5, warmup=1,
+                        options={"arena_bytes": (int8 + flt) // 2}).to_dict()
+    fb = d["float_baseline"]
+    assert d["latency_us"]["n"] == 5
+    assert "float model" in fb["skipped"] and "refused" in fb["skipped"]
+    assert not any(k in fb for k in ("runs", "latency_us_mean", "per_inference_uj", "saved_uj"))
+    res = _run(["profile", str(artifact / "model.tflite"), "--runs", "5", "--opt", f"arena_bytes={(int8 + flt) // 2}"])
+    assert res.returncode == 0, res.stderr
+    assert "float model" in res.stdout and "skipped" in res.stdout

@@ -170,7 +170,7 @@ def board_folder(tmp_path, *, flash_bytes, ram_bytes, runtime="tflm", int8_only=
 def measured(models):
     """Model size and arena of the int8 model, measured (host TFLM), to build boards around it."""
     fit = check_fit(models["int8"], load_board("nano33ble"))
-    assert fit.arena_source == "measured on host TFLM" and fit.arena_bytes > 0
+    assert fit.arena_source.startswith("exact minimum on host TFLM") and fit.arena_bytes > fit.arena_min_bytes > 0
     return fit.model_bytes, fit.arena_bytes
 
 
@@ -362,3 +362,23 @@ def test_flash_flow_detects_the_wrong_device_state(models, tmp_path, bin_dir, mo
             flash(models["int8"], "nano33ble", out_dir=tmp_path / "p")
     finally:
         vb.stop()
+
+
+def test_one_ram_figure_in_inspect_flash_and_the_exported_header(models, recorded, tmp_path):
+    """inspect --board, flash --dry-run and the generated header agree: RAM = the arena the header
+    reserves (exact minimum + the export's margin) + firmware; no alternate decompression buffer."""
+    import re
+
+    import edgekit
+    from edgekit.exporters.c_arrays import export_c
+
+    board = load_board("nano33ble")
+    info = edgekit.inspect(models["int8"], board="nano33ble")
+    result = flash(models["int8"], "nano33ble", port=PORT, out_dir=tmp_path / "p", dry_run=True)
+    header = export_c(models["int8"], tmp_path / "c", board=board)
+    text = (tmp_path / "c" / next(f for f in header.files if f.endswith(".h"))).read_text()
+    reserved = int(re.search(r"_tensor_arena_size = (\d+);", text).group(1))
+    assert info.board_fit.arena_bytes == result.fit.arena_bytes == reserved == header.arena_size_constant
+    assert info.board_fit.arena_min_bytes == info.arena.arena_bytes == header.arena_bytes
+    assert info.board_fit.ram_needed_bytes == result.fit.ram_needed_bytes == reserved + board.firmware_ram_bytes
+    assert info.board_fit.to_dict() == result.fit.to_dict()

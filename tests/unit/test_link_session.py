@@ -49,12 +49,46 @@ def test_latency_stats_known_values():
     st = latency_stats(x)
     assert st["mean"] == 5.5 and st["median"] == 5.5 and st["min"] == 1 and st["max"] == 10
     assert st["std"] == pytest.approx(3.02765, rel=1e-5)
-    half = 2.262 * 3.02765 / np.sqrt(10)                  # Student t, 9 degrees of freedom
-    assert st["ci95_low"] == pytest.approx(5.5 - half, rel=1e-4)
-    assert st["ci95_high"] == pytest.approx(5.5 + half, rel=1e-4)
     assert st["p90"] == pytest.approx(9.1) and st["p99"] == pytest.approx(9.91)
-    big = latency_stats(np.r_[np.zeros(50), np.ones(50)])
-    assert big["ci95_high"] - big["mean"] == pytest.approx(1.96 * big["std"] / 10)
+    # bootstrap intervals: around the statistic, about as wide as the t-interval for symmetric data
+    half = 2.262 * 3.02765 / np.sqrt(10)                  # Student t, 9 degrees of freedom
+    assert st["ci95_low"] < 5.5 < st["ci95_high"] and st["median_ci95_low"] < 5.5 < st["median_ci95_high"]
+    assert 0.6 * 2 * half < st["ci95_high"] - st["ci95_low"] < 1.2 * 2 * half
+    assert "bootstrap" in st["ci_method"]
+    assert latency_stats(x) == st                         # a fixed seed: the same interval every time
+
+
+def test_latency_intervals_never_go_below_zero_on_skewed_samples():
+    # a few slow outliers among fast runs (the profile that gave "-427.0 us - 9.321 ms" before)
+    x = np.r_[np.full(199, 450.0), 200_000.0]
+    st = latency_stats(x)
+    mean, std = float(x.mean()), float(x.std(ddof=1))
+    assert mean - 1.96 * std / np.sqrt(x.size) < 0           # what a t-interval of the mean said here
+    assert st["ci95_low"] >= x.min() > 0 and st["ci95_high"] <= x.max()
+    assert st["median_ci95_low"] == st["median_ci95_high"] == 450.0
+    assert latency_stats([7.0])["ci95_low"] == latency_stats([7.0])["ci95_high"] == 7.0
+
+
+def test_t_interval_from_aggregates_is_clamped():
+    from edgekit.profiling import t_interval
+
+    low, high, method = t_interval(100.0, 900.0, 10, floor=40.0)
+    assert low == 40.0 and high == pytest.approx(100 + 2.262 * 900 / np.sqrt(10), rel=1e-4)
+    assert "clamped" in method
+    assert t_interval(100.0, None, 10)[:2] == (None, None)
+
+
+def test_energy_uses_the_median_and_names_it():
+    from edgekit.boards import load_board
+    from edgekit.profiling import energy_estimate
+
+    b = load_board("nano33ble")
+    st = latency_stats(np.r_[np.full(95, 1000.0), np.full(5, 50_000.0)])
+    e = energy_estimate(b, st)
+    assert e["latency_statistic"] == "median"
+    assert e["per_inference_uj"] == pytest.approx(b.active_power_mw * 1000.0 / 1000)
+    no_median = {**st, "median": None}
+    assert energy_estimate(b, no_median)["latency_statistic"] == "mean"
 
 
 def test_roofline_numbers():

@@ -141,27 +141,32 @@ def test_arena_is_exact(tiny_models, name):
 
 
 def test_board_fit_and_roofline(tiny_models):
+    from edgekit.exporters.c_arrays import arena_with_margin
+
     board = load_board("nano33ble")
     r = edgekit.inspect(tiny_models["int8_cnn_per_tensor"], board="nano33ble")
     f = r.board_fit
     assert f.flash_needed_bytes == r.model_bytes + board.firmware_flash_bytes
-    assert f.ram_needed_bytes == r.arena.arena_bytes + board.firmware_ram_bytes
+    # RAM: the arena as the generated firmware reserves it (exact minimum + the export's margin)
+    assert f.arena_min_bytes == r.arena.arena_bytes
+    assert f.ram_needed_bytes == arena_with_margin(r.arena.arena_bytes) + board.firmware_ram_bytes
     assert f.flash_margin_bytes == board.flash_bytes - f.flash_needed_bytes
     assert f.ram_margin_bytes == board.ram_bytes - f.ram_needed_bytes
     assert f.fits is True
     expected_us = r.total_macs / (board.peak_int8_macs_per_cycle * board.clock_hz) * 1e6
-    assert f.latency_bound_us == pytest.approx(expected_us)
+    assert r.roofline["latency_bound_us"] == pytest.approx(expected_us)
 
 
 def test_board_fit_reports_too_large():
     from dataclasses import replace
 
-    board = replace(load_board("nano33ble"), flash_bytes=250_000, ram_bytes=61_000)
-    from edgekit.model.inspect import board_fit
+    from edgekit.fit import fit
 
-    fit = board_fit(model_bytes=20_000, arena_bytes=2_000, macs=10, board=board)
-    assert fit.fits is False and fit.flash_margin_bytes == 250_000 - 260_000
-    assert fit.ram_margin_bytes == 61_000 - 62_000
+    board = replace(load_board("nano33ble"), flash_bytes=250_000, ram_bytes=61_000, firmware_ram_bytes=58_000)
+    f = fit(board, model_bytes=20_000, arena_min_bytes=2_000, quantization="int8")
+    assert f.fits is False and f.flash_margin_bytes == 250_000 - 260_000
+    assert f.arena_bytes == 3_024 and f.ram_margin_bytes == 61_000 - 61_024      # 2,000 + 1 KiB margin
+    assert f.problems[0].startswith("flash:") and f.problems[1].startswith("RAM:")
 
 
 def test_arena_search_survives_tflm_crashing_at_some_sizes(tiny_models, tmp_path):
@@ -174,3 +179,21 @@ def test_arena_search_survives_tflm_crashing_at_some_sizes(tiny_models, tmp_path
     assert arena > 0 and tflm_host.try_arena(model, arena)
     r = edgekit.export_c(model, tmp_path, name="ae")
     assert r.arena_bytes == arena and r.arena_size_constant > arena
+
+
+def test_a_stock_int8_mlp_exports_and_fits_a_board_with_room(tmp_path):
+    """The 64-1024-256-10 int8 MLP whose arena search used to end in a host TFLM crash (exit 5): its arena
+    is found, verified by an allocation and an invoke, and export writes it."""
+    import tinymodels
+
+    from edgekit.model import tflm_host
+
+    k = tinymodels._keras()
+    inp = k.layers.Input((64,), batch_size=1)
+    x = k.layers.Dense(1024, activation="relu")(inp)
+    x = k.layers.Dense(256, activation="relu")(x)
+    model = tinymodels.convert_keras(k.Model(inp, k.layers.Dense(10)(x)), int8=True, dense_per_tensor=True)
+    arena = tflm_host.measure_arena(model)["arena_bytes"]
+    assert arena > 0 and tflm_host.try_arena(model, arena)
+    r = edgekit.export_c(model, tmp_path, name="mlp", board="nano33ble")
+    assert r.arena_bytes == arena and r.board_fit.fits is True

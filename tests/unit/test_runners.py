@@ -14,7 +14,7 @@ from edgekit.runners.base import Capabilities, Runner
 from edgekit.runners.reset import ResetStrategy, Touch1200bps, WaitForPort, strategy_for
 from edgekit.runners.rp2040 import RP2040_FAMILY_ID, bin_to_uf2
 
-EXPECTED_RUNNERS = {"arduino-cli", "esptool", "picotool", "ssh", "adb", "virtual", "qemu"}
+EXPECTED_RUNNERS = {"arduino-cli", "esptool", "picotool", "ssh", "adb", "virtual", "qemu", "estimate"}
 
 
 class Recorder:

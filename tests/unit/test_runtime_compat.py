@@ -54,7 +54,8 @@ def test_inspect_on_the_board_reports_the_runtime_problem(tiny_models):
     from edgekit.model.inspect import inspect
 
     fit = inspect(tiny_models["int8_cnn"], board="nano33ble").board_fit
-    assert fit.fits is False and fit.runtime.startswith("Chirale_TensorFLowLite 2.0.0")
+    assert fit.fits is False and fit.tflm_runtime.startswith("Chirale_TensorFLowLite 2.0.0")
+    assert any("cannot run this model correctly" in p for p in fit.problems)
     assert fit.runtime_problems[0]["op"] == "FULLY_CONNECTED"
     assert inspect(tiny_models["int8_cnn"], board="virtual").board_fit.runtime_problems == []
 
@@ -102,10 +103,35 @@ def test_runner_for_dispatches_every_board_kind():
 def test_emulating_a_board_without_an_emulated_core_is_refused():
     from edgekit.runners import runner_for
 
-    for board in ("esp32s3", "pico", "rpi4"):
+    with pytest.raises(UsageError) as exc:
+        runner_for("rpi4", emulate=True)
+    assert "board rpi4" in exc.value.message and "cannot be emulated" in exc.value.message
+    for board in ("esp32s3", "pico"):          # microcontrollers: profile gets an estimate, nothing else runs
+        runner = runner_for(board, emulate=True)
+        assert runner.name == "estimate"
         with pytest.raises(UsageError) as exc:
-            runner_for(board, emulate=True)
-        assert f"board {board}" in exc.value.message and "cannot be emulated" in exc.value.message
+            runner.run("validate", model_path="m.tflite", data="d.npz")
+        assert f"board {board} cannot be emulated" in exc.value.message and "MAC-based estimate" in exc.value.hint
+
+
+def test_profile_emulate_on_a_board_the_emulator_cannot_run_is_a_labelled_mac_estimate(tiny_models, tmp_path):
+    import edgekit
+    from edgekit.boards import load_board
+    from edgekit.estimate import load_cores
+
+    model = tmp_path / "m.tflite"
+    model.write_bytes(tiny_models["int8_cnn"])
+    d = edgekit.profile(model, board="pico", emulate=True).to_dict()
+    core, b = load_cores()["cortex-m4"], load_board("pico")
+    est = d["estimate"]
+    assert d["runner"] == "estimate" and d["latency_us"] is None and d["instructions"] is None
+    assert d["timing"]["source"] == "estimate" and est["estimate"] is True
+    assert est["macs"] == d["model"]["macs"] > 0
+    assert est["latency_us"] == pytest.approx(est["macs"] * core.cycles_per_mac / b.clock_hz * 1e6)
+    assert est["latency_us_low"] < est["latency_us"] < est["latency_us_high"]
+    assert not est["calibrated_core"] and "not calibrated or emulated" in est["label"]
+    assert d["energy"]["per_inference_uj"] == pytest.approx(b.active_power_mw * est["latency_us"] / 1000)
+    assert d["roofline"]["compute_bound_us"] < est["latency_us_low"]      # the floor stays below the estimate
 
 
 def test_runner_options_are_the_runner_s_own():
