@@ -39,6 +39,16 @@ class ModelFormatError(InputFileError):
     """A model file that is corrupt, truncated, or of the wrong kind."""
 
 
+class BrokenGraph(ModelFormatError):
+    """A structurally valid flatbuffer whose graph is inconsistent (edgekit.model.checks): an op reads a
+    tensor before it is produced, a constant has no data, a buffer disagrees with its tensor's shape.
+    ``problems``: every problem found, as edgekit.model.checks.GraphProblem."""
+
+    def __init__(self, message: str, *, hint: str | None = None, problems=(), **context):
+        super().__init__(message, hint=hint, problems=tuple(problems), **context)
+        self.problems = tuple(problems)
+
+
 class DataError(EdgekitError):
     """Calibration / evaluation data with the wrong shape, dtype, NaNs, missing labels, ..."""
 
@@ -135,6 +145,11 @@ EXIT_CODES = {
     13: "a native runtime crashed on this model",
     130: "interrupted",
 }
+# the same codes in a word or two, for `edgekit --help` (docs/cli.md has the long table; a test keeps
+# both in step with EXIT_CODES)
+EXIT_CODE_NAMES = {0: "ok", 1: "internal", 2: "usage", 3: "input file", 4: "data", 5: "unsupported model",
+                   6: "conversion", 7: "board/fit", 8: "external tool", 9: "device link", 10: "validation",
+                   11: "output", 12: "missing dependency", 13: "native crash", 130: "interrupted"}
 
 
 # device link

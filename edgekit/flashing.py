@@ -70,20 +70,23 @@ def check_fit(model, board, *, force: bool = False, inspect_result=None) -> FitR
     problems = report.problems
     if problems and not force:
         sizes = [p for p in problems if p.startswith(("flash:", "RAM:"))]
+        others = [p for p in problems if p not in sizes]
         if sizes:
-            raise ModelTooLarge(f"the model does not fit {board.id}: " + "; ".join(sizes),
+            # every problem named: the sizes first, then what else stops the model on this board
+            also = f" (also: {'; '.join(others)})" if others else ""
+            raise ModelTooLarge(f"the model does not fit {board.id}: " + "; ".join(sizes) + also,
                                 hint="shrink it (prune / cluster / int8, `edgekit convert`), pick a larger "
                                      "board, or pass --force to try anyway", fit=report.to_dict())
-        if report.runtime_problems:
+        # a specific message (with its ways out) when it is the only problem; otherwise all of them
+        if report.runtime_problems and len(report.runtime_problems) == len(problems):
             from edgekit.tflm.compat import facts_from_board, refuse_if_unrunnable
 
             refuse_if_unrunnable(model, facts_from_board(board), board.id)
-        if board.int8_only and report.quantization in ("float", "mixed"):
+        if board.int8_only and report.quantization in ("float", "mixed") and len(problems) == 1:
             raise BoardError(f"{board.id} runs int8 models only, and this model is {report.quantization}",
                              hint="convert with full-integer quantization (`edgekit convert --quantize int8`) "
                                   "or pass --force", fit=report.to_dict())
-        more = f" (and {len(problems) - 1} more: {'; '.join(problems[1:])})" if len(problems) > 1 else ""
-        raise BoardError(f"the model cannot run on {board.id}: {problems[0]}{more}",
+        raise BoardError(f"the model cannot run on {board.id}: " + "; ".join(problems),
                          hint="pass --force to try anyway", fit=report.to_dict())
     report.forced = bool(problems)
     return report

@@ -70,12 +70,12 @@ def list_ports() -> list[PortInfo]:
 
 
 def open_serial(port: str, baudrate: int = 115200, **kwargs):
-    """Open a serial port or pyserial URL (the one seam for opening ports)."""
+    """Open a serial port or pyserial URL: the one place a port is opened (the device link's
+    :func:`edgekit.link.transport.open_port`, the port checks and the 1200-baud touch all come here).
+    Raises pyserial's own errors; :func:`explain` turns them into edgekit's."""
     import serial
 
-    if "://" in port:
-        return serial.serial_for_url(port, baudrate=baudrate, **kwargs)
-    return serial.Serial(port, baudrate=baudrate, **kwargs)
+    return serial.serial_for_url(port, baudrate=baudrate, **kwargs)
 
 
 _sleep = time.sleep
@@ -158,18 +158,30 @@ def resolve_port(board, port: str | None = None, *, interactive: bool = False,
 
 
 # -- opening and explaining -------------------------------------------------------------------------
-def explain(exc: BaseException, port: str) -> DeviceError:
-    """Turn an exception from opening / using a port into one clear DeviceError."""
+def explain(exc: BaseException, port: str, *, opening: bool = True) -> DeviceError:
+    """Turn an exception from opening (``opening``) or using a port into one clear DeviceError: the one
+    classification of port errors. A port that does not exist when it is opened is PortNotFound; one
+    that goes away (ENOENT, EIO, ENXIO, ENODEV) while in use is PortVanished."""
     code = getattr(exc, "errno", None)
-    text = str(exc)
+    text = str(exc).strip() or type(exc).__name__
     low = text.lower()
+    url = "://" in port
     if isinstance(exc, PermissionError) or code in (errno.EACCES, errno.EPERM) or "permission denied" in low:
         return PortPermission(f"no permission to open {port}", hint=DIALOUT_HINT, port=port)
-    if code == errno.EBUSY or "busy" in low or "exclusively lock" in low:
+    if (code in (errno.EBUSY, errno.EAGAIN, errno.EWOULDBLOCK) or "busy" in low or "exclusively lock" in low
+            or "temporarily unavailable" in low):
         return PortBusy(f"{port} is busy: another program has it open", hint=BUSY_HINT, port=port)
-    if (isinstance(exc, FileNotFoundError) or code in (errno.ENOENT, errno.ENXIO, errno.ENODEV, errno.EIO)
-            or "no such file" in low or "device not configured" in low or "disconnected" in low):
+    gone = (isinstance(exc, FileNotFoundError) or code in (errno.ENOENT, errno.ENXIO, errno.ENODEV, errno.EIO)
+            or "no such file" in low or "device not configured" in low or "disconnected" in low)
+    if gone and opening and code != errno.EIO:
+        return PortNotFound(f"no port {port}", hint=f"plug the board in and check the name. {DEVICES_HINT}",
+                            port=port)
+    if gone:
         return PortVanished(f"{port} vanished (the board was unplugged or reset)", hint=DEVICES_HINT, port=port)
+    if opening:
+        what = "server" if url else "port"
+        return PortNotFound(f"cannot open {port}: {text}", hint=f"check that the {what} exists and is reachable",
+                            port=port)
     return DeviceError(f"cannot use {port}: {text}", hint=DEVICES_HINT, port=port)
 
 

@@ -18,12 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from edgekit import schemas
 from edgekit.errors import UsageError
 from edgekit.fileio import read_input
 from edgekit.link.frames import Capability
 from edgekit.progress import ProgressFn
 
-SCHEMA = "edgekit.profile/1"
+SCHEMA = schemas.PROFILE
 LITERT_TIMING = {"unit": "ns", "source": "device",
                  "label": "measured on the board: LiteRT's own timing of each invoke"}
 FLOAT_BASELINE_NAME = "model_float.tflite"

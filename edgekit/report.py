@@ -20,10 +20,10 @@ from typing import Any
 
 from edgekit.errors import BoardError, EdgekitError, InputFileError
 
-REPORT_SCHEMA = "edgekit.report/1"
-CONVERT_SCHEMA = "edgekit.convert/1"
-PROFILE_SCHEMA = "edgekit.profile/1"
-VALIDATE_SCHEMA = "edgekit.validate/1"
+from edgekit.schemas import CONVERT as CONVERT_SCHEMA
+from edgekit.schemas import PROFILE as PROFILE_SCHEMA
+from edgekit.schemas import REPORT as REPORT_SCHEMA
+from edgekit.schemas import VALIDATE as VALIDATE_SCHEMA
 
 # Ops whose constant inputs are weights (the rest of a model's constants are shapes, axes, ...).
 WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D",
@@ -125,58 +125,31 @@ def collect(folder: str | Path, *, board: str | None = None) -> ReportData:
     return data
 
 
-def _op_name(model, op) -> str:
-    from ai_edge_litert import schema_py_generated as schema
-
-    code = model.operatorCodes[op.opcodeIndex]
-    builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-    if builtin == schema.BuiltinOperator.CUSTOM:
-        name = code.customCode.decode() if isinstance(code.customCode, bytes) else str(code.customCode)
-        return name
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    return names.get(builtin, f"OP_{builtin}")
-
-
 def _weight_rows(path: Path) -> list[dict[str, Any]]:
     """Per weight op of the main subgraph: its constant inputs' bytes (through DECODE ops, if compressed)."""
-    from ai_edge_litert import schema_py_generated as schema
-
+    from edgekit.model.graph import parse
     from edgekit.model.load import load_tflite
 
-    verified = load_tflite(path)    # the verifier runs before anything parses the flatbuffer
-    model = schema.ModelT.InitFromPackedBuf(bytearray(verified.data), 0)
-    sg = model.subgraphs[0]
-    buffers = model.buffers or []
+    sg = parse(load_tflite(path)).main      # the verifier runs before the flatbuffer is read
 
     def const_bytes(ti: int) -> int:
-        if ti < 0:
-            return 0
-        t = sg.tensors[ti]
-        b = buffers[t.buffer] if 0 < t.buffer < len(buffers) else None
-        return 0 if b is None or b.data is None else len(b.data)
+        return sg.tensors[ti].buffer_bytes if ti >= 0 else 0
 
-    producer: dict[int, Any] = {}
-    names: dict[Any, str] = {}
-    for op in sg.operators or []:
-        names[id(op)] = _op_name(model, op)
-        for o in op.outputs if op.outputs is not None else []:
-            producer[int(o)] = op
+    producer = {o: op for op in sg.operators for o in op.outputs if o >= 0}
     rows = []
-    for op in sg.operators or []:
-        kind = names[id(op)]
-        if kind not in WEIGHT_OPS:
+    for op in sg.operators:
+        if op.op not in WEIGHT_OPS:
             continue
         total, decoded = 0, False
-        for ti in (int(i) for i in (op.inputs if op.inputs is not None else [])):
+        for ti in op.inputs:
             src = producer.get(ti)
-            if src is not None and names[id(src)] in DECODE_OPS:
+            if src is not None and src.op in DECODE_OPS:
                 decoded = True
-                total += sum(const_bytes(int(j)) for j in src.inputs)
+                total += sum(const_bytes(j) for j in src.inputs)
             else:
                 total += const_bytes(ti)
-        out = sg.tensors[int(op.outputs[0])].name if op.outputs is not None and len(op.outputs) else b""
-        rows.append({"op": kind, "name": out.decode(errors="replace") if isinstance(out, bytes) else str(out),
-                     "bytes": int(total), "decoded": decoded})
+        out = sg.tensors[op.outputs[0]].name if op.outputs and op.outputs[0] >= 0 else ""
+        rows.append({"op": op.op, "name": str(out), "bytes": int(total), "decoded": decoded})
     return rows
 
 

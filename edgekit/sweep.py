@@ -19,12 +19,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from edgekit import schemas
 from edgekit.errors import UsageError
-from edgekit.fileio import ensure_dir, write_text
+from edgekit.fileio import check_output_dir, write_text
 from edgekit.optimize.recipe import Recipe
 from edgekit.progress import ProgressFn
 
-SCHEMA = "edgekit.sweep/1"
+SCHEMA = schemas.SWEEP
 
 
 @dataclass
@@ -142,7 +143,7 @@ def sweep(model: str | Path, data: str | Path, eval_data: str | Path, out_dir: s
     from edgekit.optimize.loading import load_model
 
     warn = warn or (lambda m: None)
-    out = ensure_dir(out_dir)
+    out = check_output_dir(out_dir)     # made when the first point writes; checked before any work
     board_obj = None
     if board is not None:
         from edgekit.boards import load_board

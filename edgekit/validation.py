@@ -55,7 +55,9 @@ class ValidationResult:
     max_abs_real: float | None = None    # largest |device - reference| in real units
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": "edgekit.validate/1", **self.__dict__}
+        from edgekit.schemas import VALIDATE
+
+        return {"schema": VALIDATE, **self.__dict__}
 
     def raise_if_failed(self) -> None:
         if not self.passed:
@@ -166,9 +168,10 @@ def prepare(model_path: str | os.PathLike, data: str | os.PathLike, n: int, *, r
         host_note = f"LiteRT cannot run this model ({str(e).splitlines()[0][:160]})"
     tflm = None
     if host_tflm or litert is None or runtime == "tflm":
-        from edgekit.model import tflm_host
+        from edgekit.model import tflm_alloc
 
-        tflm = tflm_host.invoke(model, xq)["outputs"][0].reshape(len(xq), -1)
+        # an arena TFLM cannot allocate is UnsupportedModelError with TFLM's reason, not a raw RuntimeError
+        tflm = tflm_alloc.invoke(model, xq)["outputs"][0].reshape(len(xq), -1)
     reference = "tflm" if (runtime == "tflm" or litert is None) else "litert"
     return Prepared(path=path, model=model, xq=xq, odtype=np.dtype(ospec["dtype"]), labels=labels,
                     litert=litert, tflm=tflm, reference=reference, host_note=host_note,

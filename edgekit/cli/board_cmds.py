@@ -7,6 +7,8 @@ from typing import List, Optional
 
 import typer
 
+from edgekit import schemas
+
 JSON_HELP = "Print one JSON document on stdout."
 
 
@@ -58,7 +60,7 @@ def register(app: typer.Typer) -> None:
                               _clock(b["clock_hz"]), b["runtime"], b["runner"])
             o.console.print(table)
 
-        out.result(data, human)
+        out.result(data, human, schema=schemas.BOARDS, key="boards")
 
     @app.command("devices")
     def devices(json_out: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
@@ -84,7 +86,7 @@ def register(app: typer.Typer) -> None:
                               d["access"], d["description"] or "")
             o.console.print(table)
 
-        out.result(data, human)
+        out.result(data, human, schema=schemas.DEVICES, key="devices")
 
     @app.command("doctor")
     def doctor(json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -136,7 +138,7 @@ def register(app: typer.Typer) -> None:
             for problem in r["problems"]:
                 c.print(f"[yellow]problem:[/yellow] {escape(problem)}")
 
-        out.result(report.to_dict(), human)
+        out.result(report.to_dict(), human, schema=schemas.DOCTOR)
 
     @app.command("flash")
     def flash(
@@ -217,4 +219,4 @@ def register(app: typer.Typer) -> None:
                 o.console.print(f"flashed {r['board']} on {r['port'] or '(no serial port)'}")
             o.console.print(r["confirmation"])
 
-        out.result(result.to_dict(), human)
+        out.result(result.to_dict(), human, schema=schemas.FLASH)

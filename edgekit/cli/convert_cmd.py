@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from edgekit import schemas
+
 from edgekit.cli.output import Output
 
 
@@ -107,6 +109,6 @@ def register(app: typer.Typer) -> None:
         with output.progress() as progress, _tf.quiet_native():
             result = run_convert(model, data, eval_data, rec, out, allow_lambda=unsafe_allow_lambda,
                                  progress=progress, warn=output.warn, board=board)
-        output.result(result.report, _human)
+        output.result(result.report, _human, schema=schemas.CONVERT)
         if not json_out and not quiet:
             output.info(f"wrote {out}/ ({', '.join(result.written) or 'unchanged'})")

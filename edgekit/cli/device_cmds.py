@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from edgekit import schemas
+
 from edgekit.cli.output import Output
 
 _BOARD_HELP = "Board id from targets/ (virtual: the built-in virtual board; starts itself without --port)."
@@ -221,7 +223,7 @@ def register(app: typer.Typer) -> None:
             port = board.open()
             out.result({"port": port, "board_id": board.board_id, "max_payload": max_payload,
                         "model_sha256": board.model_sha.hex() if board.model else None},
-                       human=lambda o, d: o.console.print(d["port"]))
+                       human=lambda o, d: o.console.print(d["port"]), schema=schemas.VIRTUAL_BOARD)
             sys.stdout.flush()
             out.info("virtual board running; connect with --port " + port + "; Ctrl-C stops it")
             board.serve_forever()
@@ -274,7 +276,7 @@ def register(app: typer.Typer) -> None:
         if out_file is not None:
             write_text(out_file, dumps(data) + "\n", skip_if_same=False)
             out.info(f"wrote {out_file}")
-        out.result(data, human=_print_profile)
+        out.result(data, human=_print_profile, schema=schemas.PROFILE)
 
     @app.command("validate")
     def validate_cmd(
@@ -303,5 +305,5 @@ def register(app: typer.Typer) -> None:
             result = validate(model, data, board=board, port=port, n=n, max_lsb=max_lsb,
                               min_agreement=min_agreement, progress=report, baud=baud, raise_on_fail=False,
                               emulate=emulate, options=options, log=out.log_line)
-        out.result(result.to_dict(), human=_print_validation)
+        out.result(result.to_dict(), human=_print_validation, schema=schemas.VALIDATE)
         result.raise_if_failed()

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from edgekit import schemas
+
 
 def _human(out, r) -> None:
     d = r.to_dict() if hasattr(r, "to_dict") else dict(r)
@@ -40,4 +42,4 @@ def register(app: typer.Typer) -> None:
         result = export(model, out_dir, format=fmt, name=name, board=board, **extra)
         for w in getattr(result, "warnings", []) or []:
             out.warn(w)
-        out.result(result, _human)
+        out.result(result, _human, schema=schemas.EXPORT)

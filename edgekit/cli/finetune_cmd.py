@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from edgekit import schemas
+
 from edgekit.cli.output import Output
 
 
@@ -74,6 +76,6 @@ def register(app: typer.Typer) -> None:
         with output.progress() as progress, _tf.quiet_native():
             res = run(base, data, settings, eval_data=eval_data, weights=weights, input_shape=_shape(input_shape),
                       num_classes=classes, out=out, progress=progress)
-        output.result(res.report, _human)
+        output.result(res.report, _human, schema=schemas.FINETUNE)
         if not json_out and not quiet:
             output.info(f"wrote {out} (convert it next: edgekit convert {out} --data ... -o build/...)")

@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from edgekit import schemas
+
 
 def _kib(n) -> str:
     return "-" if n is None else f"{n:,} B ({n / 1024:.1f} KiB)"
@@ -101,4 +103,4 @@ def register(app: typer.Typer) -> None:
         result = inspect(model, board=board, measure_arena_bytes=not no_arena)
         for w in result.warnings:
             out.warn(w)
-        out.result(result, _human)
+        out.result(result, _human, schema=schemas.INSPECT)

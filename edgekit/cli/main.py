@@ -11,7 +11,9 @@ import sys
 
 import typer
 
+from edgekit import schemas
 from edgekit._version import __version__
+from edgekit.errors import EXIT_CODE_NAMES
 
 # One line per command module; each defines register(app).
 COMMAND_MODULES = (
@@ -28,9 +30,8 @@ COMMAND_MODULES = (
 app = typer.Typer(
     name="edgekit",
     help="Shrink Keras models and put them on phones, Raspberry Pis and microcontrollers.",
-    epilog="Exit codes: 0 ok, 1 internal, 2 usage, 3 input file, 4 data, 5 unsupported model, "
-           "6 conversion, 7 board/fit, 8 external tool, 9 device link, 10 validation, 11 output, "
-           "12 missing dependency, 13 native crash, 130 interrupted. EDGEKIT_DEBUG=1 shows tracebacks.",
+    epilog="Exit codes: " + ", ".join(f"{code} {name}" for code, name in EXIT_CODE_NAMES.items())
+           + ". EDGEKIT_DEBUG=1 shows tracebacks.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -49,8 +50,15 @@ def _version_callback(value: bool) -> None:
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
                                  help="Print the version and exit."),
+    quiet: bool = typer.Option(False, "-q", "--quiet",
+                               help="Print no results, steps or progress (warnings, errors and --json stay)."),
+    verbose: bool = typer.Option(False, "-v", "--verbose",
+                                 help="Also print every external command run ($ lines) and the link's log."),
 ) -> None:
     """edgekit: prune, cluster, quantize, convert, export, flash and profile models for the edge."""
+    from edgekit.cli import output
+
+    output.set_global(quiet=quiet, verbose=verbose)
 
 
 for _name in COMMAND_MODULES:
@@ -81,7 +89,7 @@ def report_error(exc: BaseException) -> int:
     return 1
 
 
-ERROR_SCHEMA = "edgekit.error/1"
+ERROR_SCHEMA = schemas.ERROR
 
 
 def error_document(exc: BaseException, code: int) -> dict:

@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from edgekit import schemas
+
 
 def _cell(v) -> str:
     from edgekit.report import _fmt
@@ -72,4 +74,4 @@ def register(app: typer.Typer) -> None:
         if out is not None:
             write_text(out, render_html(data))
             o.info(f"wrote {out}")
-        o.result(data, _human)
+        o.result(data, _human, schema=schemas.REPORT)

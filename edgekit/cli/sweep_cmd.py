@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from edgekit import schemas
+
 from edgekit.cli.output import Output
 
 
@@ -72,4 +74,4 @@ def register(app: typer.Typer) -> None:
             res = run(model, data, eval_data, out, prune=prunes, cluster=clusters, qat=not no_qat, epochs=epochs,
                       seed=seed, board=board, max_flash=parse_size(max_flash), min_accuracy=min_accuracy,
                       progress=progress, warn=output.warn)
-        output.result(res.to_dict(), _human)
+        output.result(res.to_dict(), _human, schema=schemas.SWEEP)

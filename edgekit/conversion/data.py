@@ -9,6 +9,8 @@ Formats (see docs/data.md):
   label; all other columns are features, reshaped to the model input.
 Checks: sample shape against the model input (a message names both), a cast to float32 (non-numeric
 data is refused), NaN/inf rejected with their count and first index, labels present when needed.
+Calibration data stored as integers, or far outside the evaluation data's range, is warned about
+with the numbers (:func:`calibration_checks`).
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ class Dataset:
     y: Optional[np.ndarray] = None      # (N,) int64 class ids, or (N, ...) float targets
     source: str = ""
     class_names: list[str] = field(default_factory=list)
+    raw_dtype: str = ""                 # dtype of the samples as stored, before the cast to float32
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -42,7 +45,8 @@ class Dataset:
         return self.y is not None and np.issubdtype(self.y.dtype, np.integer)
 
     def head(self, n: int) -> "Dataset":
-        return Dataset(self.x[:n], None if self.y is None else self.y[:n], self.source, self.class_names)
+        return Dataset(self.x[:n], None if self.y is None else self.y[:n], self.source, self.class_names,
+                       self.raw_dtype)
 
 
 def load_data(path: str | os.PathLike, input_shape: Sequence[Optional[int]] | None = None, *,
@@ -76,6 +80,7 @@ def check_dataset(ds: Dataset, input_shape: Sequence[Optional[int]] | None, *, n
                         hint="store numeric arrays (float or integer)")
     if x.ndim < 1 or x.shape[0] == 0:
         raise DataError(f"{what}: holds no samples")
+    raw_dtype = ds.raw_dtype or str(x.dtype)
     x = x.astype(np.float32, copy=False)
     if input_shape is not None:
         want = tuple(input_shape)
@@ -107,7 +112,7 @@ def check_dataset(ds: Dataset, input_shape: Sequence[Optional[int]] | None, *, n
     elif need_labels:
         raise DataError(f"{what}: no labels; evaluation needs them",
                         hint="store labels as 'y' in the .npz (or a 'label' CSV column)")
-    return Dataset(x, y, ds.source, ds.class_names)
+    return Dataset(x, y, ds.source, ds.class_names, raw_dtype)
 
 
 def _load_npz(p: Path) -> Dataset:
@@ -211,6 +216,60 @@ def _load_image_folder(p: Path, input_shape) -> Dataset:
         raise DataError(f"{p}: images have different sizes {sorted(shapes)[:3]}",
                         hint="give a model (its input size is used to resize) or resize the images")
     return Dataset(np.stack(xs), np.array(ys, dtype=np.int64), class_names=classes)
+
+
+# Calibration values reaching further than this share of the reference span beyond the reference
+# range, or covering less than 1 / this of it, are "far outside" it.
+RANGE_OUTSIDE_SHARE = 0.5
+RANGE_NARROW_FACTOR = 4.0
+
+
+def value_range(x: np.ndarray) -> tuple[float, float]:
+    return float(np.min(x)), float(np.max(x))
+
+
+def _num(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def calibration_checks(calib: Dataset, reference: Dataset | None = None, *,
+                       reference_what: str = "evaluation data") -> tuple[dict, list[str]]:
+    """Range and dtype of the calibration samples, and warnings with the numbers when they look wrong.
+
+    Warned about: samples stored as integers (they are cast to float32 as they are, so 0..255 pixels
+    stay 0..255 for a model trained on 0..1), and a calibration range far from ``reference``'s (the
+    data the model is evaluated on): reaching more than half the reference span beyond it, or
+    covering less than a quarter of it. int8 ranges come from the calibration data, so either one
+    makes the quantized model clip or waste its 256 levels. Returns (facts for report.json, warnings).
+    """
+    lo, hi = value_range(calib.x)
+    raw_dtype = calib.raw_dtype or str(calib.x.dtype)
+    facts: dict = {"samples": len(calib), "dtype": raw_dtype, "min": lo, "max": hi}
+    warnings: list[str] = []
+    integer = np.issubdtype(np.dtype(raw_dtype), np.integer) if raw_dtype else False
+    if reference is not None:
+        r_lo, r_hi = value_range(reference.x)
+        facts["reference"] = {"what": reference_what, "min": r_lo, "max": r_hi}
+        r_span, c_span = r_hi - r_lo, hi - lo
+        scale = max(abs(r_lo), abs(r_hi), 1e-12)
+        tol = RANGE_OUTSIDE_SHARE * (r_span if r_span > 0 else scale)
+        outside = lo < r_lo - tol or hi > r_hi + tol
+        narrow = r_span > 0 and c_span * RANGE_NARROW_FACTOR < r_span
+        if outside or narrow:
+            if r_span > 0 and c_span > 0:
+                ratio = c_span / r_span
+                times = f"{ratio:.3g}x as wide" if ratio >= 1 else f"{1 / ratio:.3g}x narrower"
+            else:
+                times = "a different range"
+            facts["span_ratio"] = (c_span / r_span) if r_span > 0 else None
+            warnings.append(f"calibration data spans {_num(lo)}..{_num(hi)} but the {reference_what} spans "
+                            f"{_num(r_lo)}..{_num(r_hi)}: {times}"
+                            + (f"; {raw_dtype} values" if integer else "")
+                            + "; int8 ranges come from the calibration data: scale both the same way")
+    if integer and not warnings:
+        warnings.append(f"calibration data is stored as {raw_dtype} (values {_num(lo)}..{_num(hi)}); it is "
+                        "cast to float32 as it is: check the model expects that scale (not, say, 0..1)")
+    return facts, warnings
 
 
 def calibration_warning(n: int) -> str | None:

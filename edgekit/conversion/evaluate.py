@@ -63,10 +63,10 @@ def litert_run(model: bytes, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def tflm_run(model: bytes, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, Optional[int]]:
     """(dequantized outputs, raw outputs, arena bytes used) on the host TFLM runtime (child process)."""
-    from edgekit.model import tflm_host
+    from edgekit.model import tflm_alloc
 
     qi, qo = io_quant(model)
-    res = tflm_host.invoke(model, qi.quantize(x))
+    res = tflm_alloc.invoke(model, qi.quantize(x))
     raw = res["outputs"][0]
     return qo.dequantize(raw), raw, arena_total(res.get("stderr", ""))
 

@@ -5,7 +5,8 @@ load model -> check data -> [prune] -> [cluster] -> [qat] -> convert (int8 / flo
 ``model.tflite``, ``model_float.tflite`` (float32 baseline of the input model) and ``report.json``.
 
 Nothing is written until every stage succeeded; each file is written atomically (and left untouched
-when its bytes are unchanged), so a failed or interrupted run keeps earlier outputs intact.
+when its bytes are unchanged), so a failed or interrupted run keeps earlier outputs intact. The output
+folder is checked for writability before any work and created only then: a failed run leaves none.
 """
 from __future__ import annotations
 
@@ -19,16 +20,17 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from edgekit import schemas
 from edgekit import _tf
 from edgekit._version import __version__
 from edgekit.conversion import evaluate as ev
-from edgekit.conversion.data import Dataset, calibration_warning, load_data
+from edgekit.conversion.data import Dataset, calibration_checks, calibration_warning, load_data
 from edgekit.errors import DataError, EdgekitError
-from edgekit.fileio import ensure_dir, sha256, write_group
+from edgekit.fileio import check_output_dir, sha256, write_group
 from edgekit.optimize.recipe import Recipe
 from edgekit.progress import ProgressFn
 
-REPORT_SCHEMA = "edgekit.convert/1"
+REPORT_SCHEMA = schemas.CONVERT
 
 
 @dataclass
@@ -135,7 +137,9 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
     t_start = time.perf_counter()
     stages: list[dict] = []
     if out_dir is not None:
-        ensure_dir(out_dir)   # fail early on an output path that is a file
+        # fail at once on an output path that cannot be written (a file, under a file, no permission);
+        # the folder itself is made only when the artifact is written, so a failed run leaves none
+        check_output_dir(out_dir)
 
     def stage(name: str, settings: dict, t0: float, **extra) -> None:
         stages.append({"stage": name, "settings": settings, "duration_s": round(time.perf_counter() - t0, 3),
@@ -158,9 +162,13 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
     if recipe.quantize.mode == "int8" and train is None:
         raise DataError("int8 quantization needs calibration samples",
                         hint="pass --data with a few hundred representative inputs")
+    calibration_facts, data_warnings = None, []
     if train is not None and recipe.quantize.mode == "int8":
         msg = calibration_warning(min(len(train), recipe.quantize.calibration_samples))
-        if msg:
+        calibration_facts, range_warnings = calibration_checks(train.head(recipe.quantize.calibration_samples),
+                                                               test)
+        data_warnings = ([msg] if msg else []) + range_warnings
+        for msg in data_warnings:
             warn(msg)
     if recipe.trains:
         loaded.require_keras("prune / cluster / qat")   # fail before any work on PTQ-only models
@@ -295,7 +303,9 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
         "class_names": _class_names(model, train),
         "data": {"train": None if train is None else {"source": train.source, "samples": len(train),
                                                        "class_names": train.class_names},
-                 "eval": None if test is None else {"source": test.source, "samples": len(test)}},
+                 "eval": None if test is None else {"source": test.source, "samples": len(test)},
+                 "calibration": calibration_facts,
+                 "warnings": data_warnings},
         "tool_versions": _tf.versions(),
         "duration_s": round(time.perf_counter() - t_start, 3),
     }

@@ -223,7 +223,7 @@ def write_op_resolver(path: Path, prefix: str, guard: str, banner: list[str],
 
 
 def export_c(model: str | os.PathLike | bytes, out_dir: str | os.PathLike, *, name: str | None = None,
-             board: Any = None, timeout_s: float = 120.0, **_ignored) -> CExportResult:
+             board: Any = None, timeout_s: float | None = None, **_ignored) -> CExportResult:
     """Write model_data.h, model_data.cc and model_ops.h for ``model`` into ``out_dir``.
 
     ``name`` (default: the file's stem, or "model") becomes the C identifier in g_<name>_model_data.

@@ -29,6 +29,9 @@ class Faults:
     drop_rate: float = 0.0            # probability that a byte is lost
     flip_rate: float = 0.0            # probability that a byte has one bit flipped
     duplicate_rate: float = 0.0       # probability that a whole frame is sent twice
+    garbage_rate: float = 0.0         # probability that a random byte is inserted after a byte
+    stall_rate: float = 0.0           # probability that a frame is held back for stall_s first
+    stall_s: float = 0.5
     cut_next_frames: int = 0          # the next N frames lose their second half (and delimiter)
     garbage_to_host: bytes = b""      # injected once towards the host before the next device frame
     garbage_to_device: bytes = b""    # injected once towards the device before the next host frame
@@ -47,6 +50,7 @@ class FaultCounts:
     frames_duplicated: int = 0
     frames_cut: int = 0
     garbage_bytes: int = 0
+    frames_stalled: int = 0
     frames_muted: int = 0
     vanished: bool = False
     extra: dict = field(default_factory=dict)
@@ -184,7 +188,7 @@ class FaultProxy:
             f.cut_next_frames -= 1
             self.counts.frames_cut += 1
             return [frame[:len(frame) // 2]]
-        if f.drop_rate or f.flip_rate:
+        if f.drop_rate or f.flip_rate or f.garbage_rate:
             out = bytearray()
             for b in frame:
                 if f.drop_rate and rng.random() < f.drop_rate:
@@ -194,7 +198,13 @@ class FaultProxy:
                     b ^= 1 << rng.randrange(8)
                     self.counts.bits_flipped += 1
                 out.append(b)
+                if f.garbage_rate and rng.random() < f.garbage_rate:
+                    out.append(rng.randrange(256))
+                    self.counts.garbage_bytes += 1
             frame = bytes(out)
+        if f.stall_rate and rng.random() < f.stall_rate:
+            self.counts.frames_stalled += 1
+            time.sleep(f.stall_s)          # the relay thread holds everything back, as a stalled link would
         if f.duplicate_rate and rng.random() < f.duplicate_rate:
             self.counts.frames_duplicated += 1
             key = f"duplicated_{direction}"

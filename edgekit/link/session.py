@@ -23,6 +23,10 @@ RETRIES = 3                      # re-sends of one request before NoAnswer
 RESET_RESUMES = 3                # device resets an upload survives (resuming each time)
 BASE_TIMEOUT_S = 0.5
 COMPUTE_ALLOWANCE_S = 2.0        # device-side work (hashing, loading a model, a first invoke)
+MIN_UPLOAD_CHUNK = 128           # upload chunks shrink after failures, down to this many bytes
+UPLOAD_RECOVERIES = 12           # chunks that got no answer an upload survives (shrinking, then resuming)
+CLEAN_CHUNKS_TO_GROW = 8         # clean chunks in a row before the chunk size doubles again
+PROFILE_BATCH_S = 0.5            # device time one PROFILE request may take; longer runs go in batches
 
 log = logging.getLogger("edgekit.link")
 device_log = logging.getLogger("edgekit.device")
@@ -64,6 +68,8 @@ class UploadResult:
     resumes_after_reset: int
     seconds: float
     wire_bytes: int              # bytes written to the port during this upload
+    chunk_shrinks: int = 0       # times the chunk size was halved after a failed or retried chunk
+    recoveries: int = 0          # chunks that got no answer, after which the upload resumed by offset
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -81,6 +87,10 @@ class ProfileTrain:
     runs: list[tuple[int, int]]                      # (time_ns, cycles) per timed run
     ops: list[tuple[str, int, int]] = field(default_factory=list)   # (name, count, total_ns)
     arena_used: int = 0
+
+
+class _ResumeUpload(Exception):
+    """Internal: a chunk got no answer; ask the device for its offset and go on from there."""
 
 
 class DeviceSession:
@@ -188,8 +198,14 @@ class DeviceSession:
                 hint="update the firmware on the board or edgekit so both use the same version")
 
     def request(self, msg_type: MsgType, payload: bytes = b"", *, reply_types: tuple[int, ...],
-                reply_payload: int = 64, extra_s: float = 0.0) -> fr.Frame:
-        """Send one request and return its reply; re-send on silence; raise on ERROR."""
+                reply_payload: int = 64, extra_s: float = 0.0, probe_on_silence: bool = False) -> fr.Frame:
+        """Send one request and return its reply; re-send on silence; raise on ERROR.
+
+        ``probe_on_silence``: when the first try's wait (sized from the device's measured work) ends
+        without a single byte back, one HELLO tells a lost reply from a device that is gone, instead of
+        three more long waits. Only for work whose time is known: a device still busy would miss the
+        probe, and the probe's reply replaces the request's in the device's reply cache.
+        """
         seq = self._next_seq()
         wire = fr.encode_frame(msg_type, seq, payload)
         timeout = self.timeout_for(len(payload), reply_payload, extra_s)
@@ -202,6 +218,7 @@ class DeviceSession:
                           msg_type.name, seq, timeout, attempt, self.retries)
             self._send(wire)
             sent = time.monotonic()
+            read_before = self.stats.bytes_read
             for frame in self._frames(sent + timeout):
                 if frame.seq != seq:
                     self.stats.replies_ignored += 1
@@ -214,6 +231,8 @@ class DeviceSession:
                     self.last_attempts = attempt + 1
                     return frame
                 self.stats.replies_ignored += 1
+            if attempt == 0 and probe_on_silence and self.stats.bytes_read == read_before:
+                self._probe_after_silence(msg_type, timeout)
         self._raise_no_answer(msg_type, timeout)
         raise AssertionError("unreachable")
 
@@ -277,14 +296,22 @@ class DeviceSession:
             raise ProtocolError(f"unreadable {frame.name} from the device: {e}") from e
 
     def upload(self, model: bytes, progress: ProgressFn | None = None) -> UploadResult:
-        """Upload ``model``; resumes from the device's offset (also after a device reset)."""
+        """Upload ``model``; resumes from the device's offset (also after a device reset).
+
+        Chunks start at the size the device asks for. A chunk that needed re-sends halves the size
+        (down to :data:`MIN_UPLOAD_CHUNK`), :data:`CLEAN_CHUNKS_TO_GROW` clean ones in a row double it
+        again; a chunk that got no answer at all halves it and the upload resumes from the offset the
+        device reports (at most :data:`UPLOAD_RECOVERIES` times; a device that does not answer that
+        UPLOAD_BEGIN either is gone: NoAnswer).
+        """
         info = self._require(Capability.UPLOAD, "take a model at run time")
         digest = hashlib.sha256(model).digest()
         total = len(model)
         t0 = time.monotonic()
         written0 = self.stats.bytes_written
-        resumes = 0
+        resumes = recoveries = shrinks = 0
         first_offset: int | None = None
+        cap: int | None = None            # host-side limit on the chunk size after failures
         while True:
             try:
                 status = self._unpack(fr.UploadStatus, self.request(
@@ -296,15 +323,29 @@ class DeviceSession:
                 if not 0 < chunk <= info.max_payload - 4:
                     raise ProtocolError(f"the device asked for chunks of {chunk} bytes "
                                         f"(max_payload {info.max_payload})")
+                size = min(chunk, cap or chunk)
+                floor = min(chunk, MIN_UPLOAD_CHUNK)
                 offset = status.next_offset
-                stalls = 0
+                stalls = clean = 0
                 while offset < total:
                     if progress:
                         progress("upload", offset, total)
-                    data = model[offset:offset + chunk]
-                    status = self._unpack(fr.UploadStatus, self.request(
-                        MsgType.UPLOAD_CHUNK, fr.OffsetData(offset, data).pack(),
-                        reply_types=(MsgType.UPLOAD_STATUS,), reply_payload=6))
+                    data = model[offset:offset + size]
+                    try:
+                        status = self._unpack(fr.UploadStatus, self.request(
+                            MsgType.UPLOAD_CHUNK, fr.OffsetData(offset, data).pack(),
+                            reply_types=(MsgType.UPLOAD_STATUS,), reply_payload=6))
+                    except NoAnswer:
+                        recoveries += 1
+                        if recoveries > UPLOAD_RECOVERIES:
+                            raise
+                        if size > floor:
+                            size, shrinks = max(floor, size // 2), shrinks + 1
+                        cap = size
+                        log.warning("no answer to a %d-byte chunk at offset %d; resuming with %d-byte chunks "
+                                    "(%d/%d)", len(data), offset, size, recoveries, UPLOAD_RECOVERIES)
+                        self._need_resync = True
+                        raise _ResumeUpload() from None
                     if status.next_offset > total:
                         raise ProtocolError(f"the device reports offset {status.next_offset} past "
                                             f"the end of a {total}-byte upload")
@@ -313,12 +354,22 @@ class DeviceSession:
                         raise ProtocolError(f"the upload makes no progress at offset {offset}",
                                             hint="run again; if it repeats, reset the board")
                     offset = status.next_offset
+                    if self.last_attempts > 1 and size > floor:
+                        size, clean, shrinks = max(floor, size // 2), 0, shrinks + 1
+                        cap = size
+                    elif self.last_attempts == 1:
+                        clean += 1
+                        if clean >= CLEAN_CHUNKS_TO_GROW and size < chunk:
+                            size, clean = min(chunk, size * 2), 0
+                            cap = size
                 if progress:
                     progress("upload", total, total)
                 done = self._unpack(fr.UploadDone, self.request(
                     MsgType.UPLOAD_END, reply_types=(MsgType.UPLOAD_DONE,), reply_payload=36,
                     extra_s=COMPUTE_ALLOWANCE_S + total / 2e6))
                 break
+            except _ResumeUpload:
+                continue
             except DeviceReset:
                 resumes += 1
                 if resumes > RESET_RESUMES:
@@ -333,7 +384,8 @@ class DeviceSession:
         return UploadResult(sha256=digest.hex(), total_bytes=total, chunk_size=chunk,
                             arena_used=done.arena_used, resumed_from=first_offset or 0,
                             resumes_after_reset=resumes, seconds=time.monotonic() - t0,
-                            wire_bytes=self.stats.bytes_written - written0)
+                            wire_bytes=self.stats.bytes_written - written0, chunk_shrinks=shrinks,
+                            recoveries=recoveries)
 
     def invoke(self, input_bytes: bytes) -> InvokeOutput:
         """One invoke on ``input_bytes`` (staged in chunks if it does not fit one frame)."""
@@ -346,7 +398,7 @@ class DeviceSession:
             payload = b""
         res = self._unpack(fr.InvokeResult, self.request(
             MsgType.INVOKE, payload, reply_types=(MsgType.INVOKE_RESULT,),
-            reply_payload=info.max_payload, extra_s=extra))
+            reply_payload=info.max_payload, extra_s=extra, probe_on_silence=self._invoke_s > 0))
         # A first-try answer measures the device's work; a re-sent one was answered from the reply
         # cache, so it only bounds the link: keep the earlier estimate (never the timeouts in between).
         device_s = res.time_ns / 1e9
@@ -381,11 +433,45 @@ class DeviceSession:
 
     def profile(self, warmup: int, runs: int, progress: ProgressFn | None = None,
                 latency_hint_s: float | None = None) -> ProfileTrain:
-        """Run PROFILE(warmup, runs) on the staged input; collect the frame train."""
-        info = self._require(Capability.PROFILE, "profile")
+        """Run PROFILE(warmup, runs) on the staged input; collect the frame train.
+
+        Long profiles go in batches of about :data:`PROFILE_BATCH_S` of device time each (the first
+        sized from the last invoke's round trip or ``latency_hint_s``, the next ones from the batch
+        before), so every wait stays short whatever ``runs`` is, and a device that stops answering is
+        noticed after one batch's wait and a HELLO probe. Per-op records are summed over the batches;
+        the warmup runs once, before the first batch.
+        """
+        self._require(Capability.PROFILE, "profile")
         if not (0 <= warmup <= 0xFFFF and 1 <= runs <= 0xFFFF):
             raise ValueError("warmup must be 0..65535 and runs 1..65535")
         per_run = latency_hint_s if latency_hint_s is not None else self._invoke_s
+        all_runs: list[tuple[int, int]] = []
+        ops: list[list] = []
+        arena = 0
+        while len(all_runs) < runs:
+            left = runs - len(all_runs)
+            w = warmup if not all_runs else 0
+            batch = max(1, min(left, int(PROFILE_BATCH_S / per_run) - w)) if per_run > 0 else min(left, 8)
+            t0 = time.monotonic()
+            train = self._profile_batch(w, batch, per_run, progress, len(all_runs), runs)
+            per_run = (time.monotonic() - t0) / (w + batch)        # wall time per run, round trip included
+            all_runs += train.runs
+            arena = train.arena_used
+            if not ops:
+                ops = [list(rec) for rec in train.ops]
+            elif len(ops) == len(train.ops):
+                for acc, (name, count, t) in zip(ops, train.ops):
+                    acc[1] += count
+                    acc[2] += t
+            else:
+                raise ProtocolError(f"the device reported {len(train.ops)} ops in one PROFILE batch and "
+                                    f"{len(ops)} in another")
+        if progress:
+            progress("profile", runs, runs)
+        return ProfileTrain(runs=all_runs, ops=[tuple(o) for o in ops], arena_used=arena)
+
+    def _profile_batch(self, warmup: int, runs: int, per_run: float, progress: ProgressFn | None,
+                       done_before: int, runs_total: int) -> ProfileTrain:
         compute_s = (warmup + runs) * per_run
         reply_bytes = fr.wire_len(runs * fr.RUN_RECORD.size) + 2048
         timeout = self.timeout_for(4, reply_bytes, COMPUTE_ALLOWANCE_S + 4.0 * compute_s)
@@ -403,14 +489,16 @@ class DeviceSession:
             t_start = time.monotonic()
             deadline = t_start + timeout
             end: fr.ProfileEnd | None = None
+            heard = False
             while end is None and time.monotonic() < deadline:
                 if progress and compute_s > 0 and not got_runs:
                     done = min(runs, int((time.monotonic() - t_start) / max(per_run, 1e-9)) - warmup)
-                    progress("profile", max(0, done), runs)
+                    progress("profile", done_before + max(0, done), runs_total)
                 for frame in self._frames(min(deadline, time.monotonic() + 0.2)):
                     if frame.seq != seq:
                         self.stats.replies_ignored += 1
                         continue
+                    heard = True
                     if frame.type == MsgType.ERROR:
                         self._raise_device_error(MsgType.PROFILE, frame)
                     elif frame.type == MsgType.PROFILE_RUNS:
@@ -426,18 +514,38 @@ class DeviceSession:
                         end = self._unpack(fr.ProfileEnd, frame)
                         break
             if end is None:
+                if not heard:
+                    self._probe_after_silence(MsgType.PROFILE, timeout)
                 continue
             if end.runs != runs:
                 raise ProtocolError(f"the device ran {end.runs} runs, {runs} were asked")
             if len(got_runs) == runs and len(got_ops) == ops_total:
-                if progress:
-                    progress("profile", runs, runs)
                 return ProfileTrain(runs=[got_runs[i] for i in range(runs)],
                                     ops=[got_ops[i] for i in range(ops_total)], arena_used=end.arena_used)
             # frames of the train were lost: ask again with the same seq; the device replays it
             log.debug("profile train incomplete (%d/%d runs); asking for a replay", len(got_runs), runs)
         self._raise_no_answer(MsgType.PROFILE, timeout)
         raise AssertionError("unreachable")
+
+    def _probe_after_silence(self, msg_type: MsgType, waited_s: float) -> None:
+        """Nothing came back to ``msg_type`` within its wait (sized from the device's own latency, so it
+        should have finished): one HELLO tells a lost reply from a device that is gone."""
+        dropped = self.decoder.stats.dropped
+        try:
+            self.hello()
+        except NoAnswer as e:
+            damaged = self.decoder.stats.dropped - dropped
+            if damaged:
+                raise NoAnswer(f"the link to {self.transport.port} damages frames: no valid answer to "
+                               f"{msg_type.name} within {waited_s:.1f} s, nor to HELLO after {self.retries + 1} "
+                               f"tries ({damaged} damaged frames dropped)",
+                               hint="check the cable, the baud rate and the ground; a shorter or shielded "
+                                    "cable, or a lower baud rate, helps") from e
+            raise NoAnswer(f"the device on {self.transport.port} went silent during {msg_type.name}: nothing "
+                           f"within {waited_s:.1f} s, and no answer to HELLO after {self.retries + 1} tries",
+                           hint="check the cable and that the board is powered; press reset, then run again"
+                           ) from e
+        self._need_resync = True
 
     def reset(self, wait_s: float = 10.0) -> fr.Hello:
         """Ask the device to reboot; return its new HELLO (the session adopts the new nonce)."""

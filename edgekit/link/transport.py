@@ -7,15 +7,12 @@ same. OS errors become one clear :class:`~edgekit.errors.DeviceError` subclass e
 """
 from __future__ import annotations
 
-import errno
 import logging
 import math
 import select
-import sys
 import time
 
-from edgekit.errors import (NoAnswer, PortBusy, PortNotFound, PortPermission, PortVanished,
-                            RuntimeMissing)
+from edgekit.errors import NoAnswer, PortNotFound, PortVanished, RuntimeMissing
 
 log = logging.getLogger("edgekit.link")
 
@@ -45,30 +42,10 @@ def _is_url(port: str) -> bool:
 
 
 def _classify_open_error(port: str, exc: BaseException):
-    """Map an exception from opening ``port`` to the right DeviceError (not raised here)."""
-    err = getattr(exc, "errno", None)
-    text = str(exc)
-    low = text.lower()
-    if err == errno.EACCES or "permission denied" in low:
-        group = "dialout" if sys.platform.startswith("linux") else "the serial-port group"
-        return PortPermission(
-            f"permission denied opening {port}",
-            hint=f"add yourself to the {group} group (sudo usermod -aG {group} $USER), then log out and in")
-    if (err in (errno.EBUSY, errno.EAGAIN, errno.EWOULDBLOCK) or "could not exclusively lock" in low
-            or "resource busy" in low or "temporarily unavailable" in low):
-        return PortBusy(
-            f"{port} is busy: another program has it open",
-            hint="close serial monitors (Arduino IDE, screen, minicom) and other edgekit runs; "
-                 "on Linux ModemManager may grab new ports (systemctl stop ModemManager)")
-    if err == errno.ENOENT or "no such file" in low:
-        return PortNotFound(f"no port {port}",
-                            hint="plug the board in and check the name (`ls /dev/tty*`, `edgekit devices`)")
-    if err == errno.ECONNREFUSED or "connection refused" in low or "could not open port" in low:
-        what = "server" if _is_url(port) else "port"
-        return PortNotFound(f"cannot open {port}: {text.strip() or type(exc).__name__}",
-                            hint=f"check that the {what} exists and is reachable")
-    return PortNotFound(f"cannot open {port}: {text.strip() or type(exc).__name__}",
-                        hint="check the port name or URL")
+    """Map an exception from opening ``port`` to the right DeviceError (edgekit.ports.explain)."""
+    from edgekit.ports import explain
+
+    return explain(exc, port, opening=True)
 
 
 class Transport:
@@ -176,6 +153,8 @@ class Transport:
 
 def open_port(port: str, baud: int = 115200, *, open_timeout_s: float = 5.0) -> Transport:
     """Open ``port`` (a path or a pyserial URL) and return a :class:`Transport`."""
+    from edgekit.ports import open_serial
+
     serial = _serial()
     log.debug("opening %s at %d baud", port, baud)
     bounded_writes = not port.startswith("rfc2217://")
@@ -192,7 +171,7 @@ def open_port(port: str, baud: int = 115200, *, open_timeout_s: float = 5.0) -> 
     deadline = time.monotonic() + open_timeout_s
     while True:
         try:
-            ser = serial.serial_for_url(url, **kwargs)
+            ser = open_serial(url, baud, **{k: v for k, v in kwargs.items() if k != "baudrate"})
             break
         except (serial.SerialException, OSError, ValueError, NotImplementedError) as e:
             mapped = _classify_open_error(port, e)

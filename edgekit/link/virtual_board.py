@@ -63,7 +63,7 @@ class VirtualBoard:
                  max_payload: int = DEFAULT_MAX_PAYLOAD, chunk_size: int | None = None,
                  arena_bytes: int = DEFAULT_ARENA_BYTES, model_capacity: int = DEFAULT_MODEL_CAPACITY,
                  faults: BoardFaults | None = None, keep_model_on_reset: bool = True,
-                 worker_timeout_s: float = 120.0):
+                 worker_timeout_s: float | None = None):
         if max_payload < fr.MIN_MAX_PAYLOAD or max_payload > 0xFFFF:
             raise ValueError(f"max_payload must be {fr.MIN_MAX_PAYLOAD}..65535")
         self.board_id = board_id
@@ -73,7 +73,8 @@ class VirtualBoard:
         self.model_capacity = model_capacity
         self.faults = faults or BoardFaults()
         self.keep_model_on_reset = keep_model_on_reset
-        self.worker_timeout_s = worker_timeout_s
+        self.worker_timeout_s = worker_timeout_s       # None: scaled with the model's bytes and MACs
+        self._model_macs: int | None = None
         self.capabilities = (Capability.UPLOAD | Capability.INVOKE | Capability.PROFILE
                              | Capability.RESET | Capability.LOG)
         self._initial_model = model
@@ -185,16 +186,32 @@ class VirtualBoard:
     def _log(self, level: int, text: str) -> None:
         self._write(_framed(MsgType.LOG, 0, fr.Log(level, text).pack()))
 
+    def _worker_bound(self, model: bytes, *, builds: int, invokes: int = 1) -> float:
+        """How long the TFLM worker may take: ``worker_timeout_s`` per 100 invokes when given, else a
+        bound from the model's bytes and MACs (seconds for a small model), so a worker spinning on a
+        malformed model is stopped soon."""
+        if self.worker_timeout_s is not None:
+            return self.worker_timeout_s * (1 + max(invokes - 1, 0) / 100)
+        from edgekit.model.tflm_host import child_timeout_s
+
+        return child_timeout_s(model, builds=builds, invokes=invokes, macs=self._model_macs)
+
     def _activate(self, model: bytes) -> None:
         """Load ``model`` into the TFLM worker; raises _Refused(MODEL_INVALID) if it is refused."""
         from edgekit.errors import EdgekitError
         from edgekit.model.tflm_worker import WorkerError
 
+        from edgekit.model.tflm_host import model_macs
+
         self.model, self.model_sha, self.io, self.arena_used = None, fr.ZERO_HASH, None, 0
+        # Uploaded bytes are unverified until the worker's verifier accepted them: bound the load by
+        # the model's size, and read its MACs (for invoke / profile bounds) only afterwards.
+        self._model_macs = 64 * len(model)
         try:
-            info = self._worker.load(model, self.arena_bytes, timeout_s=self.worker_timeout_s)
+            info = self._worker.load(model, self.arena_bytes, timeout_s=self._worker_bound(model, builds=2))
         except (WorkerError, EdgekitError) as e:
             raise _Refused(ErrCode.MODEL_INVALID, str(e)[:200]) from e
+        self._model_macs = model_macs(model)
         in_bytes = sum(d["nbytes"] for d in info["inputs"])
         out_bytes = sum(d["nbytes"] for d in info["outputs"])
         self.model, self.model_sha = bytes(model), hashlib.sha256(model).digest()
@@ -364,7 +381,8 @@ class VirtualBoard:
                 raise _Refused(ErrCode.BAD_LENGTH,
                                f"input is {len(payload)} bytes, the model takes {io['input_bytes']}")
             self.staged = bytearray(payload)
-        res = self._run(lambda: self._worker.invoke(bytes(self.staged), timeout_s=self.worker_timeout_s))
+        res = self._run(lambda: self._worker.invoke(bytes(self.staged),
+                                                    timeout_s=self._worker_bound(self.model, builds=0)))
         self.output = res["output"]
         if self.faults.output_offset:
             self.output = bytes((b + self.faults.output_offset) & 0xFF for b in self.output)
@@ -391,7 +409,7 @@ class VirtualBoard:
         self._need_model()
         if req.runs == 0:
             raise _Refused(ErrCode.BAD_LENGTH, "runs must be at least 1")
-        timeout = self.worker_timeout_s * (1 + (req.warmup + req.runs) / 100)
+        timeout = self._worker_bound(self.model, builds=0, invokes=req.warmup + req.runs)
         res = self._run(lambda: self._worker.profile(req.warmup, req.runs, bytes(self.staged),
                                                      timeout_s=timeout))
         if self.faults.reset_during_profile and "reset_during_profile" not in self.faults.fired:

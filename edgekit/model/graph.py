@@ -54,6 +54,8 @@ class Tensor:
     quantized_dimension: int = 0
     is_variable: bool = False
     data: Any = None                     # numpy uint8 view of the constant data, or None
+    buffer: int = 0                      # index into the model's buffers (0: the empty sentinel)
+    sparse: bool = False                 # has sparsity parameters (data is the compressed form)
 
     @property
     def is_constant(self) -> bool:
@@ -197,7 +199,8 @@ def _parse(fb, data: bytes) -> Graph:
             tensors.append(Tensor(index=t, name=_text(tt.Name()), shape=shape, dtype=dtype,
                                   element_bytes=elem, buffer_bytes=nbytes, scales=scales,
                                   zero_points=zps, quantized_dimension=qdim,
-                                  is_variable=bool(tt.IsVariable()), data=arr))
+                                  is_variable=bool(tt.IsVariable()), data=arr,
+                                  buffer=int(tt.Buffer()), sparse=tt.Sparsity() is not None))
         ops = []
         for k in range(sg.OperatorsLength()):
             op = sg.Operators(k)

@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, ModelFormatError, ModelTooLarge
 from edgekit.model.graph import FLOAT_DTYPES, Graph, Subgraph, Tensor, parse
 from edgekit.model.load import VerifiedModel, load_tflite
 from edgekit.model.macs import op_macs
@@ -154,14 +154,21 @@ def _decode_output_bytes(sg: Subgraph) -> int:
 
 
 def measure_arena(model: VerifiedModel, graph: Graph | None = None, *,
-                  timeout_s: float = 120.0) -> ArenaReport:
+                  timeout_s: float | None = None) -> ArenaReport:
     """Measure the exact arena on host TFLM (child process); for compressed models also with the
-    alternate decompression buffer sized to hold every DECODE output."""
+    alternate decompression buffer sized to hold every DECODE output. ``timeout_s`` bounds each
+    child (default: scaled with the model's bytes and MACs, tflm_host.child_timeout_s)."""
     from edgekit.model import tflm_host
 
+    if timeout_s is None:
+        timeout_s = tflm_host.child_timeout_s(model.data, builds=tflm_host.ARENA_SEARCH_PROBES,
+                                              invokes=tflm_host.ARENA_SEARCH_PROBES)
     graph = graph or parse(model)
     report = ArenaReport()
-    m = tflm_host.measure_arena(model.data, timeout_s=timeout_s)
+    try:
+        m = tflm_host.measure_arena(model.data, timeout_s=timeout_s)
+    except ModelTooLarge as e:
+        raise _at_the_ceiling(model, graph, timeout_s) from e
     report.arena_bytes, report.recorded_bytes = m["arena_bytes"], m["recorded_bytes"]
     alt = _decode_output_bytes(graph.main)
     if alt:
@@ -169,6 +176,38 @@ def measure_arena(model: VerifiedModel, graph: Graph | None = None, *,
         m2 = tflm_host.measure_arena(model.data, alt_decompression_bytes=alt, timeout_s=timeout_s)
         report.arena_with_alt_bytes = m2["arena_bytes"]
     return report
+
+
+def _at_the_ceiling(model: VerifiedModel, graph: Graph, timeout_s: float) -> EdgekitError:
+    """The arena search reached its ceiling: a model too large for any microcontroller, or a corrupt one.
+
+    One more probe at the ceiling tells which from TFLM's own messages: a kernel refusing the model
+    in Prepare, or an arena short although the activation tensors declare far less than the ceiling,
+    means corrupt (ModelFormatError); an arena short for tensors that really declare that much is
+    ModelTooLarge with their size.
+    """
+    from edgekit.model import tflm_host
+    from edgekit.model.tflm_alloc import allocation_failure
+
+    ceiling = int(tflm_host.ARENA_MAX_BYTES)
+    declared = sum(_align16(t.elements * max(t.element_bytes, 1)) for t in graph.main.tensors if not t.is_constant)
+    try:
+        reply = tflm_host.call_child({"op": "probe", "model": bytes(model.data), "arena_bytes": ceiling,
+                                      "alt_decompression_bytes": 0}, timeout_s)
+        failure = allocation_failure(str(reply.get("stderr", "")))
+    except EdgekitError:
+        failure = None
+    mib = f"{ceiling >> 20} MiB"
+    if (failure is None or failure.kind == "arena") and declared > ceiling // 2:
+        return ModelTooLarge(f"the model needs a tensor arena above {mib} on TFLM (its activation tensors "
+                             f"declare {declared:,} bytes)",
+                             hint="this is not a microcontroller-sized model, or its tensor shapes are corrupt")
+    why = (failure.reason if failure is not None and failure.kind != "arena" else
+           f"its activation tensors declare only {declared:,} bytes")
+    return ModelFormatError(f"the model looks corrupt: host TFLM could not allocate it even with a {mib} "
+                            f"arena ({why})",
+                            hint="rebuild it from the source model (`edgekit convert`); `edgekit inspect "
+                                 "--no-arena` shows its ops and tensors")
 
 
 def roofline_bound(macs: int, board) -> dict[str, Any]:
@@ -200,7 +239,7 @@ def board_estimate(macs: int, board) -> dict[str, Any] | None:
 
 
 def inspect(model: str | os.PathLike | bytes | VerifiedModel, board: Any = None, *,
-            measure_arena_bytes: bool = True, timeout_s: float = 120.0) -> InspectResult:
+            measure_arena_bytes: bool = True, timeout_s: float | None = None) -> InspectResult:
     """Inspect a .tflite model (path or bytes).
 
     Returns an InspectResult (``to_dict()`` for JSON): inputs/outputs with quantization, op
@@ -260,7 +299,8 @@ def inspect(model: str | os.PathLike | bytes | VerifiedModel, board: Any = None,
             arena = measure_arena(verified, graph, timeout_s=timeout_s)
         except EdgekitError as e:
             arena.error = e.message
-            warnings.append(f"TFLM could not allocate this model: {e.message}")
+            warnings.append(e.message if isinstance(e, ModelFormatError) else
+                            f"TFLM could not allocate this model: {e.message}")
 
     total_macs = sum(o.macs for o in ops)
     fit_report = roof = estimate = None

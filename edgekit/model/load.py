@@ -2,8 +2,9 @@
 
 :func:`load_tflite` reads a path or takes bytes, says what a file looks like when it is not TFLite
 (HDF5, zip / .keras, SavedModel folder, text, ...), checks the ``TFL3`` identifier and size limits,
-and runs the LiteRT flatbuffer verifier on the bytes. Nothing else in edgekit parses or runs a model
-that did not come out of here.
+runs the LiteRT flatbuffer verifier on the bytes, then the graph checks of edgekit.model.checks (every
+op input produced before it is read, constants with their bytes, buffers that match their shapes).
+Nothing else in edgekit parses or runs a model that did not come out of here.
 
 Verifier vs. semantic checks (measured with ai-edge-litert 2.3): ``Interpreter(model_content=...)``
 first runs the flatbuffer verifier (failure: "The model is not a valid Flatbuffer buffer"), then
@@ -251,5 +252,12 @@ def load_tflite(model: str | os.PathLike | bytes | bytearray | memoryview | Veri
     warnings = ()
     if objection:
         warnings = (f"LiteRT would not build this model ({objection}); TFLM may still run it",)
-    return VerifiedModel(data=data, source=source, sha256=sha256(data), litert_warning=objection,
-                         warnings=warnings)
+    verified = VerifiedModel(data=data, source=source, sha256=sha256(data), litert_warning=objection,
+                             warnings=warnings)
+    # The verifier proved the flatbuffer well-formed; now the graph itself (ops in order, constants
+    # with their bytes), before TFLM or LiteRT allocates or invokes anything.
+    from edgekit.model.checks import check_graph
+    from edgekit.model.graph import parse
+
+    check_graph(parse(verified), "the model" if source == "<bytes>" else source)
+    return verified

@@ -18,11 +18,49 @@ import numpy as np
 
 from edgekit.errors import ConversionError, NativeCrash, RuntimeMissing
 
-DEFAULT_TIMEOUT_S = 300.0
+# Timeouts scale with the model instead of being fixed, so that a child spinning on a malformed model
+# is stopped within seconds while a real model on a slow CI machine never meets its bound. Measured
+# on a 2-core CI machine: child start 0.3 s, interpreter build 7 ms, int8 reference kernels
+# 90-400 MMAC/s; the floors below are 10-40x slower than that.
+CHILD_START_S = 10.0            # Python + numpy + tflite-micro import
+BUILD_S = 0.1                   # one interpreter build + allocation, plus a term per model byte
+BUILD_BYTES_PER_S = 5e6
+INVOKE_S = 0.01                 # one invoke, plus a term per multiply-accumulate
+HOST_MACS_PER_S = 10e6
+ARENA_SEARCH_PROBES = 64        # builds + invokes of one arena search (22 measured on tiny models)
+MAX_TIMEOUT_S = 600.0
+DEFAULT_TIMEOUT_S = MAX_TIMEOUT_S   # for a request whose model is not known
 
 
-def call_child(request: dict[str, Any], timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
-    """Run one request in a fresh child; return its reply dict (with 'stderr' text added)."""
+def model_macs(model: bytes) -> int:
+    """Multiply-accumulates of one invoke (all subgraphs); 64 per model byte if the graph is unreadable.
+    Only for bytes the flatbuffer verifier accepted (like everything here)."""
+    from edgekit.model.graph import parse
+    from edgekit.model.load import VerifiedModel
+    from edgekit.model.macs import op_macs
+
+    try:
+        graph = parse(VerifiedModel(data=bytes(model), source="<bytes>", sha256=""))
+        return int(sum(op_macs(sg, op) for sg in graph.subgraphs for op in sg.operators))
+    except Exception:  # noqa: BLE001 - a bound is still needed for a model we cannot read
+        return 64 * len(model)
+
+
+def child_timeout_s(model: bytes, *, builds: int = 1, invokes: int = 1, macs: int | None = None) -> float:
+    """How long a host TFLM child may take to build ``model`` ``builds`` times and invoke it ``invokes``
+    times: a start-up allowance plus terms from the model's bytes and MACs, at most MAX_TIMEOUT_S."""
+    if macs is None:
+        macs = model_macs(model)
+    bound = (CHILD_START_S + builds * (BUILD_S + len(model) / BUILD_BYTES_PER_S)
+             + invokes * (INVOKE_S + max(int(macs), 0) / HOST_MACS_PER_S))
+    return min(bound, MAX_TIMEOUT_S)
+
+
+def call_child(request: dict[str, Any], timeout_s: float | None = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+    """Run one request in a fresh child; return its reply dict (with 'stderr' text added). The child
+    is killed when it has not answered within ``timeout_s`` (see child_timeout_s)."""
+    if timeout_s is None:
+        timeout_s = child_timeout_s(request["model"]) if "model" in request else DEFAULT_TIMEOUT_S
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
@@ -32,7 +70,8 @@ def call_child(request: dict[str, Any], timeout_s: float = DEFAULT_TIMEOUT_S) ->
             capture_output=True, timeout=timeout_s, env=env,
         )
     except subprocess.TimeoutExpired as e:
-        raise NativeCrash(f"the TFLM host runtime did not finish within {timeout_s:.0f} s",
+        raise NativeCrash(f"the TFLM host runtime did not finish within {timeout_s:.1f} s (the bound for "
+                          "this model's size and MACs); it was stopped",
                           hint="the model may be malformed or far too large for a microcontroller") from e
     stderr = proc.stderr.decode("utf-8", "replace")
     if proc.returncode < 0:
@@ -55,15 +94,18 @@ def call_child(request: dict[str, Any], timeout_s: float = DEFAULT_TIMEOUT_S) ->
 
 
 def invoke(model: bytes, inputs: Sequence[np.ndarray] | np.ndarray, *, arena_bytes: int | None = None,
-           alt_decompression_bytes: int = 0, timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+           alt_decompression_bytes: int = 0, timeout_s: float | None = None) -> dict[str, Any]:
     """Run a batch of samples through TFLM, one invoke per sample.
 
     ``inputs``: array of shape (N, *input_shape) already in the model's input dtype (quantize first),
     or a list of such arrays, one per model input. Returns {'outputs': [array (N, *out_shape), ...],
     'input_details': [...], 'output_details': [...], 'arena_total_bytes': int | None}.
+    ``timeout_s``: default child_timeout_s for one build and N invokes.
     """
     if isinstance(inputs, np.ndarray):
         inputs = [inputs]
+    if timeout_s is None:
+        timeout_s = child_timeout_s(model, invokes=max(len(inputs[0]) if inputs else 0, 1))
     request = {
         "op": "invoke",
         "model": bytes(model),
@@ -103,12 +145,14 @@ def _recorded_total(stderr: str) -> int | None:
 
 
 def try_arena(model: bytes, arena_bytes: int, *, alt_decompression_bytes: int = 0,
-              timeout_s: float = 60.0) -> bool:
+              timeout_s: float | None = None) -> bool:
     """True when the model allocates and runs one invoke in exactly ``arena_bytes`` on host TFLM.
 
     A native crash on a too-small arena counts as "does not fit" (some TFLM kernels crash instead of
     failing cleanly when Prepare could not get its buffers).
     """
+    if timeout_s is None:
+        timeout_s = child_timeout_s(model)
     try:
         reply = call_child({"op": "probe", "model": bytes(model), "arena_bytes": int(arena_bytes),
                             "alt_decompression_bytes": int(alt_decompression_bytes)}, timeout_s)
@@ -120,8 +164,11 @@ def try_arena(model: bytes, arena_bytes: int, *, alt_decompression_bytes: int = 
 
 
 def measure_arena(model: bytes, *, alt_decompression_bytes: int = 0,
-                  timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+                  timeout_s: float | None = None) -> dict[str, Any]:
     """The exact minimal tensor arena of ``model`` on the host TFLM runtime.
+
+    ``timeout_s`` bounds each child (default: child_timeout_s for ARENA_SEARCH_PROBES builds and
+    invokes; seconds for a small model).
 
     Returns {'arena_bytes': int, 'recorded_bytes': int | None, 'crash_restarts': int}:
     arena_bytes is the smallest size in which the model allocates and runs (16 bytes less fails);
@@ -131,6 +178,8 @@ def measure_arena(model: bytes, *, alt_decompression_bytes: int = 0,
     """
     from edgekit.errors import ModelTooLarge
 
+    if timeout_s is None:
+        timeout_s = child_timeout_s(model, builds=ARENA_SEARCH_PROBES, invokes=ARENA_SEARCH_PROBES)
     lo, hi = 0, 0
     recorded = None
     restarts = 0

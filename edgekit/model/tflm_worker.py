@@ -226,16 +226,17 @@ class TflmWorker:
             proc.stdin.write(_LEN.pack(len(blob)) + blob)
             proc.stdin.flush()
             reply = pickle.loads(self._read_exact(proc, None, timeout_s))
+        except TimeoutError as e:               # before OSError, of which TimeoutError is a subclass
+            self.close()
+            raise NativeCrash(f"the TFLM worker did not answer '{request.get('op')}' within "
+                              f"{timeout_s:.0f} s; it was stopped",
+                              hint="the model may be malformed (a kernel that never finishes)") from e
         except (BrokenPipeError, EOFError, OSError, pickle.UnpicklingError) as e:
             code = proc.poll()
             self.close()
             how = f"crashed ({signal.Signals(-code).name})" if code is not None and code < 0 else "died"
             raise NativeCrash(f"the TFLM worker {how} during '{request.get('op')}'",
                               hint="the model is malformed or uses features TFLM does not support") from e
-        except TimeoutError as e:
-            self.close()
-            raise NativeCrash(f"the TFLM worker did not answer '{request.get('op')}' within "
-                              f"{timeout_s:.0f} s") from e
         if reply.get("error"):
             if reply.get("kind") == "missing":
                 raise RuntimeMissing(reply["error"], hint="pip install 'edgekit[runtime]'")

@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from edgekit import schemas
 from edgekit import _tf
 from edgekit.conversion.data import Dataset, check_dataset, load_data
 from edgekit.errors import DataError, InputFileError, UnsupportedModelError, UsageError
@@ -194,7 +195,7 @@ def finetune(base: Any, data: Any, settings: FinetuneSettings | None = None, *, 
                   verbose=0, callbacks=[Track("finetune", settings.finetune_epochs)])
     class_names = train.class_names or [str(i) for i in range(n_classes)]
     report = {
-        "schema": "edgekit.finetune/1",
+        "schema": schemas.FINETUNE,
         "base": str(base) if not hasattr(base, "layers") else "<in-memory model>",
         "cut_at": cut_name,
         "classes": n_classes,

@@ -505,9 +505,10 @@ def build_tflm_firmware(tree, config: FirmwareConfig, *, target: CpuTarget = Cpu
                     else:
                         unresolved.append(symbol)
                 if not added:
+                    missing = unresolved or undefined
                     raise ToolFailed(f"cannot link the firmware: {tree.label} defines no "
-                                     f"{unresolved[0] if unresolved else undefined[0]}"
-                                     + (f" (and {len(undefined) - 1} more undefined)" if len(undefined) > 1 else ""),
+                                     + (f"{missing[0]}" if len(missing) == 1 else
+                                        f"{len(missing)} undefined symbols: {', '.join(missing)}"),
                                      hint="the tree may be incomplete (third-party downloads) or too old for "
                                           "this runner", tool=gxx, undefined=undefined) from e
                 selected = sorted(set(selected) | added)

@@ -80,6 +80,24 @@ def test_upload_resumes_from_device_offset(link, digits_model):
     assert fr.UploadDone.unpack(reply.payload).sha256 == digest
 
 
+def test_chunks_shorter_than_chunk_size_are_taken(link, tiny_model):
+    """A host may send shorter chunks than the device asks for (edgekit does after failures)."""
+    info = link.hello()
+    if not info.has(Capability.UPLOAD):
+        pytest.skip("device takes no models at run time")
+    digest = hashlib.sha256(tiny_model).digest()
+    st = fr.UploadStatus.unpack(link.request(
+        MsgType.UPLOAD_BEGIN, fr.UploadBegin(len(tiny_model), digest).pack()).payload)
+    sent, step = st.next_offset, max(1, min(st.chunk_size // 3, 300))
+    while sent < len(tiny_model):
+        reply = link.request(MsgType.UPLOAD_CHUNK, fr.OffsetData(sent, tiny_model[sent:sent + step]).pack())
+        new = fr.UploadStatus.unpack(reply.payload).next_offset
+        assert new == min(len(tiny_model), sent + step)
+        sent = new
+    done = link.request(MsgType.UPLOAD_END)
+    assert done.type == MsgType.UPLOAD_DONE and fr.UploadDone.unpack(done.payload).sha256 == digest
+
+
 def test_chunk_at_wrong_offset_is_not_applied(link, digits_model):
     if not link.hello().has(Capability.UPLOAD):
         pytest.skip("device takes no models at run time")

@@ -30,6 +30,7 @@ def assert_one_line_error(r, code, match):
 
 def test_missing_model(tmp_path):
     assert_one_line_error(edgekit("convert", tmp_path / "nope.keras", "-o", tmp_path / "o"), 3, "not found")
+    assert not (tmp_path / "o").exists()     # no empty output folder left by a failed run
 
 
 def test_file_that_is_not_a_model(tmp_path):
@@ -76,8 +77,9 @@ def test_output_folder_that_is_a_file(tmp_path, digits_files):
 def test_wrong_shape_data(tmp_path, digits_files):
     p = tmp_path / "flat.npz"
     np.savez(p, x=np.zeros((50, 64), np.float32), y=np.zeros(50, np.int64))
-    assert_one_line_error(edgekit("convert", digits_files["model"], "--data", p, "-o", tmp_path / "o"),
+    assert_one_line_error(edgekit("convert", digits_files["model"], "--data", p, "-o", tmp_path / "o" / "deep"),
                           4, "samples have shape (64,) but the model input is (8, 8, 1)")
+    assert not (tmp_path / "o").exists()     # a failure after the model loaded leaves no folder either
 
 
 def test_wrong_dtype_data(tmp_path, digits_files):
@@ -149,3 +151,51 @@ def test_sigint_mid_run_keeps_earlier_outputs(tmp_path, digits_files):
     assert "Traceback" not in err
     after = {p.name: p.read_bytes() for p in out.iterdir()}
     assert after == before
+
+
+def test_unwritable_output_is_refused_before_any_work(tmp_path, digits_files):
+    """A path under a regular file: exit 11 in one line, before the model is even loaded."""
+    f = tmp_path / "file"
+    f.write_text("x")
+    t0 = time.monotonic()
+    r = edgekit("convert", digits_files["model"], "--data", digits_files["train"], "-o", f / "out")
+    assert_one_line_error(r, 11, "is a file, not a folder")
+    assert "stage" not in r.stderr.lower() and time.monotonic() - t0 < 60
+    assert f.read_text() == "x"
+
+
+def test_output_folder_without_write_permission_is_refused_at_once(tmp_path, digits_files):
+    if os.geteuid() == 0:
+        pytest.skip("SKIPPED AS ROOT: chmod does not stop root from writing (the file-parent test covers -o)")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        r = edgekit("convert", digits_files["model"], "--data", digits_files["train"], "-o", ro / "out")
+        assert_one_line_error(r, 11, "permission denied")
+    finally:
+        ro.chmod(0o700)
+
+
+def test_int64_calibration_far_outside_eval_range_is_warned_and_stale_temps_cleaned(tmp_path, digits_files):
+    """int64 calibration data at 16x the evaluation range: a warning with the numbers on stderr and in
+    report.json; and a temp file a killed run left in -o is gone after this run writes there."""
+    with np.load(digits_files["train"]) as z:
+        x, y = z["x"], z["y"]
+    calib = tmp_path / "calib16.npz"
+    np.savez(calib, x=np.round(x * 255).astype(np.int64), y=y)
+    out = tmp_path / "o"
+    out.mkdir()
+    stale = out / ".report.json.k2x9_a0b.tmp"            # as kill -9 during an earlier convert leaves it
+    stale.write_text("{")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    r = edgekit("convert", digits_files["model"], "--data", calib, "--eval", digits_files["test"], "-o", out)
+    assert r.returncode == 0, r.stderr
+    warning = ("calibration data spans 0..255 but the evaluation data spans 0..1: 255x as wide; int64 values")
+    assert warning in r.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert any(warning in w for w in report["data"]["warnings"])
+    assert report["data"]["calibration"]["dtype"] == "int64"
+    assert (report["data"]["calibration"]["min"], report["data"]["calibration"]["max"]) == (0.0, 255.0)
+    assert not stale.exists()
+    assert sorted(p.name for p in out.iterdir()) == ["model.tflite", "model_float.tflite", "report.json"]

@@ -260,7 +260,8 @@ def test_device_stops_answering_mid_upload(rigs, digits_model):
     t0 = time.monotonic()
     with pytest.raises(NoAnswer):
         rig.session.upload(digits_model, progress)
-    assert time.monotonic() - t0 < rig.bound_s(1028) + 1
+    # the bound: the chunk's tries, then the tries of one UPLOAD_BEGIN asking where to resume
+    assert time.monotonic() - t0 < rig.bound_s(1028) + rig.bound_s(36) + 1
     row = rig.finish("error")
     assert rig.board.model is None and not row["wrong_model"]
     # the link comes back: the next upload resumes from the device's offset
@@ -302,3 +303,41 @@ def test_waits_do_not_grow_with_earlier_lost_replies(rigs, tiny_model):
     assert max(seconds) < 2 * one_try, seconds
     assert seconds[-1] < 1.5 * seconds[0] + 0.5, seconds
     rig.finish("ok", tiny_model)
+
+
+def test_a_device_silent_during_a_long_profile_is_noticed_within_10_s(rigs, tiny_model):
+    """The default 200 runs (and a slow model's latency): PROFILE goes in batches of about 0.5 s of
+    device time, so a device that stops answering is noticed after one batch's wait and a HELLO probe,
+    not after 200 runs' worth of waiting and retries."""
+    rig = rigs("device silent during PROFILE (200 runs)", Faults())
+    rig.session.upload(tiny_model)
+    rig.session.invoke(bytes(64))
+    rig.session.stage_input(bytes(64))
+    rig.proxy.faults.mute_device = True
+    t0 = time.monotonic()
+    with pytest.raises(NoAnswer, match="went silent during PROFILE"):
+        rig.session.profile(10, 200, latency_hint_s=0.05)       # as if each run took 50 ms: 10 s in all
+    assert time.monotonic() - t0 < 10.0
+    rig.finish("error")
+
+
+def test_a_long_profile_in_batches_returns_every_run(rigs, tiny_model):
+    rig = rigs("PROFILE in batches", Faults())
+    rig.session.upload(tiny_model)
+    rig.session.stage_input(bytes(64))
+    requests = rig.session.stats.requests
+    train = rig.session.profile(3, 120, latency_hint_s=0.02)    # batches of about 25 runs
+    assert len(train.runs) == 120 and all(t > 0 for t, _ in train.runs)
+    assert rig.session.stats.requests - requests >= 2            # more than one PROFILE request went out
+    rig.finish("ok", tiny_model)
+
+
+@pytest.mark.parametrize("seed", (11, pytest.param(12, marks=pytest.mark.slow), pytest.param(13, marks=pytest.mark.slow)))
+def test_uploads_succeed_at_1e3_faults_per_byte(rigs, digits_model, seed):
+    """1e-3 per byte, flips and drops both ways: 4 KiB chunks almost never arrive whole, so the chunks
+    shrink after failures and the upload resumes by offset; it succeeds, with the right model."""
+    rig = rigs("upload at 1e-3 per-byte faults", Faults(flip_rate=5e-4, drop_rate=5e-4, seed=seed),
+               max_payload=4100)
+    up = rig.session.upload(digits_model)
+    assert up.sha256 == hashlib.sha256(digits_model).hexdigest() and up.chunk_shrinks > 0
+    assert not rig.finish("ok", digits_model)["wrong_model"]

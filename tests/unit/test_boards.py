@@ -150,7 +150,9 @@ def test_cli_boards_json_and_table():
     runner = CliRunner()
     res = runner.invoke(app, ["boards", "--json"])
     assert res.exit_code == 0, res.output
-    rows = json.loads(res.stdout)
+    doc = json.loads(res.stdout)
+    assert doc["schema"] == "edgekit.boards/1"
+    rows = doc["boards"]
     assert {r["id"] for r in rows} == {b.id for b in list_boards()}
     nano = next(r for r in rows if r["id"] == "nano33ble")
     assert nano["usb_hwids"][0] == "2341:805a" and nano["flash_bytes"] == 1_048_576
@@ -158,4 +160,6 @@ def test_cli_boards_json_and_table():
     assert table.exit_code == 0
     for b in list_boards():
         assert b.id in table.stdout
+        assert b.name in table.stdout          # off a terminal tables are not cut to 80 columns
+    assert "…" not in table.stdout
     assert "256 KB" in table.stdout and "240 MHz" in table.stdout

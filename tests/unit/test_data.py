@@ -91,3 +91,37 @@ def test_image_folder(tmp_path):
 def test_calibration_warning():
     assert calibration_warning(20) and "20" in calibration_warning(20)
     assert calibration_warning(300) is None
+
+
+def test_integer_calibration_data_far_outside_the_eval_range_is_named_with_numbers(tmp_path):
+    from edgekit.conversion.data import calibration_checks
+
+    p = tmp_path / "calib.npz"
+    np.savez(p, x=(np.arange(300 * 4) % 256).reshape(300, 4).astype(np.int64))
+    calib = load_data(p, (4,))
+    assert calib.x.dtype == np.float32 and calib.raw_dtype == "int64"
+    assert calib.head(10).raw_dtype == "int64"
+    ref = check_dataset(Dataset(np.linspace(0, 16, 40).reshape(10, 4)), (4,), need_labels=False)
+    facts, warnings = calibration_checks(calib, ref)
+    assert warnings == ["calibration data spans 0..255 but the evaluation data spans 0..16: 15.9x as wide; "
+                        "int64 values; int8 ranges come from the calibration data: scale both the same way"]
+    assert facts["dtype"] == "int64" and (facts["min"], facts["max"]) == (0.0, 255.0)
+    assert facts["reference"] == {"what": "evaluation data", "min": 0.0, "max": 16.0}
+    # without evaluation data the integer dtype alone is named, with its values
+    _, alone = calibration_checks(calib)
+    assert len(alone) == 1 and "stored as int64 (values 0..255)" in alone[0]
+
+
+def test_calibration_range_checks_stay_quiet_for_matching_float_data():
+    from edgekit.conversion.data import calibration_checks
+
+    rng = np.random.default_rng(0)
+    calib = check_dataset(Dataset(rng.uniform(0, 1, (300, 4))), (4,), need_labels=False)
+    ref = check_dataset(Dataset(rng.uniform(0, 1, (50, 4))), (4,), need_labels=False)
+    assert calibration_checks(calib, ref)[1] == []
+    assert calibration_checks(calib)[1] == []
+    # far too narrow (0..1 calibration for 0..255 evaluation) and shifted (-1..1 for 0..1) are named
+    wide = check_dataset(Dataset(rng.uniform(0, 255, (50, 4))), (4,), need_labels=False)
+    assert "x narrower" in calibration_checks(calib, wide)[1][0]
+    shifted = check_dataset(Dataset(rng.uniform(-1, 1, (300, 4))), (4,), need_labels=False)
+    assert "calibration data spans -0.99" in calibration_checks(shifted, ref)[1][0]

@@ -200,6 +200,18 @@ def test_model_one_byte_over_ram(models, measured, tmp_path):
     assert not forced.fits and forced.forced and forced.ram_margin_bytes == -1
 
 
+def test_every_fit_problem_is_named_not_counted(models, tmp_path):
+    """Flash, RAM and an int8-only runtime all fail: one line names all three (no "(and 1 more)")."""
+    board = board_folder(tmp_path, flash_bytes=1000, ram_bytes=1000, int8_only=True)
+    with pytest.raises(ModelTooLarge) as err:
+        check_fit(models["float"], board)
+    message = err.value.message
+    assert "flash: model " in message and "; RAM: arena " in message
+    assert "(also: a float model on an int8-only runtime" in message
+    assert "more" not in message
+    assert len(err.value.context["fit"]["problems"]) == 3
+
+
 def test_force_goes_ahead_and_says_so(models, measured, recorded, tmp_path):
     model_bytes, arena = measured
     board = board_folder(tmp_path, flash_bytes=model_bytes + 99_999, ram_bytes=10**6)

@@ -124,8 +124,18 @@ def test_a_real_exclusive_lock_is_reported_busy(pty_paths):
 def test_vanished_port():
     err = ports.explain(serial.SerialException(errno.EIO, "read failed: [Errno 5] Input/output error"), "/dev/ttyACM0")
     assert isinstance(err, PortVanished) and "vanished" in err.message
-    err = ports.explain(OSError(errno.ENOENT, "No such file or directory"), "/dev/ttyACM0")
+    err = ports.explain(OSError(errno.ENOENT, "No such file or directory"), "/dev/ttyACM0", opening=False)
     assert isinstance(err, PortVanished)
+
+
+def test_one_classification_for_every_opener():
+    """ENOENT while opening is PortNotFound from both openers (once PortVanished in one of them)."""
+    from edgekit.errors import PortNotFound
+    from edgekit.link.transport import _classify_open_error
+
+    exc = OSError(errno.ENOENT, "No such file or directory")
+    a, b = ports.explain(exc, "/dev/ttyACM0"), _classify_open_error("/dev/ttyACM0", exc)
+    assert type(a) is type(b) is PortNotFound and a.message == b.message and a.hint == b.hint
 
 
 def test_devices_match_boards_by_usb_id(monkeypatch, pty_paths):
@@ -143,8 +153,9 @@ def test_cli_devices_json(monkeypatch, pty_paths):
     fake_ports(monkeypatch, ports.PortInfo(pty_paths[0], 0x2341, 0x805A, description="Nano 33 BLE"))
     res = CliRunner().invoke(app, ["devices", "--json"])
     assert res.exit_code == 0, res.output
-    rows = json.loads(res.stdout)
-    assert rows == [{"device": pty_paths[0], "usb_hwid": "2341:805a", "serial_number": None,
+    doc = json.loads(res.stdout)
+    assert doc["schema"] == "edgekit.devices/1"
+    assert doc["devices"] == [{"device": pty_paths[0], "usb_hwid": "2341:805a", "serial_number": None,
                      "description": "Nano 33 BLE", "manufacturer": None, "location": None,
                      "boards": ["nano33ble"], "access": "ok", "detail": ""}]
     human = CliRunner().invoke(app, ["devices"])
