@@ -91,6 +91,9 @@ def main() -> int:
             name = (f"prune {prune} + " if prune else "") + f"cluster {clusters} + QAT + lut{bits}"
             chains.append((name, Recipe.from_flags(prune=prune, cluster=clusters, qat=True,
                                                    compress=f"lut{bits}", epochs=e)))
+            if prune is None:      # the same chain with the bits chosen per tensor (only where it pays)
+                chains.append((f"cluster {clusters} + QAT + lut-auto",
+                               Recipe.from_flags(cluster=clusters, qat=True, compress="auto", epochs=e)))
     rows, results = [], []
     float_bytes = float_acc = None
     for name, recipe in chains:

@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
         qat: bool = typer.Option(False, "--qat", help="Quantization-aware training (preserving)."),
         quantize: str = typer.Option("int8", "--quantize", help="int8 | float16 | dynamic | none."),
         float_io: bool = typer.Option(False, "--float-io", help="Keep float input/output on int8 models."),
-        compress: Optional[str] = typer.Option(None, "--compress", help="TFLM LUT compression: lut1..lut7."),
+        compress: Optional[str] = typer.Option(None, "--compress", help="TFLM LUT compression: lut1..lut7, or auto (bits per tensor, only where it makes the model smaller)."),
         epochs: Optional[int] = typer.Option(None, "--epochs", help="Fine-tuning epochs per stage."),
         batch_size: int = typer.Option(32, "--batch-size"),
         learning_rate: Optional[float] = typer.Option(None, "--lr", help="Fine-tuning learning rate."),

@@ -8,6 +8,13 @@ Tensors chosen: constant int8 weights of CONV_2D, DEPTHWISE_CONV_2D and FULLY_CO
 ``min_tensor_bytes`` bytes, per channel along their quantized dimension (per tensor when quantized per
 tensor). Each gets the fewest index bits its distinct values need, up to ``index_bits``; a tensor with
 more distinct values per channel than 2**index_bits stays uncompressed and is listed with the reason.
+
+``--compress auto`` (``CompressSpec.auto``): every candidate gets the fewest index bits its values need
+(1..7), the model is compressed once, and each tensor's cost is read from the result (its packed
+indices + value table, plus its share of what the DECODE ops and their tensors add to the flatbuffer);
+tensors where that is not smaller than the plain int8 bytes are left plain and the model is compressed
+again without them. So auto never makes a model larger than plain int8; when no tensor pays, the model
+is returned unchanged. Each report row says ``bytes`` before, ``after_bytes`` and ``method``.
 """
 from __future__ import annotations
 
@@ -72,19 +79,77 @@ def plan(model: bytes, spec: CompressSpec) -> tuple[list, list[dict]]:
     return specs, rows
 
 
-def compress_lut(model: bytes, spec: CompressSpec) -> tuple[bytes, list[dict]]:
-    """Returns (compressed model, report rows). Raises ConversionError when nothing can be compressed."""
+def _run_compress(model: bytes, specs: list) -> bytes:
     from tflite_micro.tensorflow.lite.micro.compression import compress
 
-    specs, rows = plan(model, spec)
-    if not specs:
-        reasons = "; ".join(f"{r['tensor']}: {r.get('skipped')}" for r in rows[:3])
-        raise ConversionError(f"no weight tensor qualifies for lut{spec.index_bits} compression ({reasons})",
-                              hint="cluster the weights first (--cluster 16 for lut4, 8 for lut3, 4 for lut2)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            out = bytes(compress(model, specs))
+            return bytes(compress(model, specs))
     except Exception as e:  # noqa: BLE001 - the compressor's own error types vary
         raise ConversionError(f"TFLM LUT compression failed: {str(e).splitlines()[0][:200]}") from e
+
+
+def encoded_bytes(model: bytes) -> dict[str, int]:
+    """Per compressed tensor of ``model`` (by name): its encoded indices + value table bytes."""
+    from edgekit.model.graph import parse
+    from edgekit.model.load import load_tflite
+
+    out: dict[str, int] = {}
+    for sg in parse(load_tflite(model)).subgraphs:
+        for op in sg.operators:
+            if op.op in ("TFLM_DECODE", "DECODE") and op.inputs:
+                ins = [i for i in op.inputs if i >= 0]
+                out[sg.tensors[ins[0]].name] = sum(sg.tensors[i].buffer_bytes for i in ins)
+    return out
+
+
+def compress_lut(model: bytes, spec: CompressSpec) -> tuple[bytes, list[dict]]:
+    """Returns (compressed model, report rows). Raises ConversionError when nothing can be compressed
+    (with ``spec.auto``: returns the model unchanged when no tensor pays)."""
+    specs, rows = plan(model, spec)
+    if not specs:
+        if spec.auto:
+            for r in rows:
+                r.update(after_bytes=r["bytes"], method="none")
+            return model, rows
+        reasons = "; ".join(f"{r['tensor']}: {r.get('skipped')}" for r in rows[:3])
+        raise ConversionError(f"no weight tensor qualifies for lut{spec.index_bits} compression ({reasons})",
+                              hint="cluster the weights first (--cluster 16 for lut4, 8 for lut3, 4 for lut2)")
+    out = _run_compress(model, specs)
+    by_index = {r["index"]: r for r in rows}
+    if spec.auto:
+        out, specs = _keep_what_pays(model, out, specs, by_index)
+        if specs and len(out) >= len(model):           # the guarantee: never larger than plain int8
+            for t in specs:
+                by_index[t.tensor]["skipped"] = (f"the compressed model ({len(out):,} B) was not smaller than "
+                                                 f"plain int8 ({len(model):,} B): kept plain")
+            out, specs = model, []
+    after = encoded_bytes(out) if specs else {}
+    kept = {t.tensor for t in specs}
+    for r in rows:
+        if r["index"] in kept:
+            r.update(after_bytes=after.get(r["tensor"], r["bytes"]), method=f"lut{r['index_bits']}")
+        else:
+            r.update(after_bytes=r["bytes"], method="none")
     return out, rows
+
+
+def _keep_what_pays(model: bytes, out: bytes, specs: list, by_index: dict) -> tuple[bytes, list]:
+    """Drop the tensors whose encoded bytes plus their share of the DECODE overhead are not smaller."""
+    after = encoded_bytes(out)
+    saved = {t.tensor: by_index[t.tensor]["bytes"] - after.get(by_index[t.tensor]["tensor"], 0) for t in specs}
+    # what the DECODE ops, their output tensors and names add, beyond the tensors' own bytes
+    overhead = (len(out) - len(model)) + sum(saved.values())
+    per_tensor = max(0.0, overhead / len(specs))
+    keep = [t for t in specs if saved[t.tensor] > per_tensor]
+    for t in specs:
+        if t not in keep:
+            r = by_index[t.tensor]
+            r["skipped"] = (f"lut{r['index_bits']} would save {saved[t.tensor]} B of {r['bytes']} B but its DECODE "
+                            f"op costs about {per_tensor:.0f} B: kept plain")
+    if len(keep) == len(specs):
+        return out, specs
+    if not keep:
+        return model, []
+    return _run_compress(model, keep), keep

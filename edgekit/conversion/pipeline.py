@@ -248,24 +248,28 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
                                    "min/max"}, t0, bytes_before=before, bytes=len(final))
 
     compress_rows = None
+    compressed = False              # the final model holds DECODE ops (auto may compress nothing)
     if recipe.compress is not None:
         from edgekit.conversion.compress import compress_lut
 
         t0 = time.perf_counter()
         before = len(final)
         final, compress_rows = compress_lut(final, recipe.compress)
+        compressed = any(r.get("method", "none") != "none" for r in compress_rows)
         stage("compress", {"method": "lut", "index_bits": recipe.compress.index_bits,
-                           "min_tensor_bytes": recipe.compress.min_tensor_bytes}, t0,
-              bytes_before=before, bytes=len(final), tensors=compress_rows)
+                           "min_tensor_bytes": recipe.compress.min_tensor_bytes, "auto": recipe.compress.auto},
+              t0, bytes_before=before, bytes=len(final), tensors=compress_rows)
         for r in compress_rows:
-            if r.get("skipped") and r.get("bytes", 0) >= recipe.compress.min_tensor_bytes:
+            if r.get("skipped") and r.get("bytes", 0) >= recipe.compress.min_tensor_bytes and not recipe.compress.auto:
                 warn(f"tensor {r['tensor']} not compressed: {r['skipped']}")
+        if recipe.compress.auto and not compressed:
+            warn("--compress auto: no weight tensor gets smaller with a lookup table; the model stays plain int8")
 
     # evaluation
     evaluation: dict[str, Any] = {}
     if test is not None:
         t0 = time.perf_counter()
-        evaluation = _evaluate(loaded, float_model, final, test, compressed=recipe.compress is not None,
+        evaluation = _evaluate(loaded, float_model, final, test, compressed=compressed,
                                mode=recipe.quantize.mode, warn=warn)
         stage("evaluate", {"samples": len(test)}, t0)
 
@@ -279,8 +283,8 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
         "recipe": recipe.to_dict(),
         "recipe_summary": recipe.describe(),
         "board": board_doc,
-        "runtime": "tflm" if recipe.compress is not None else "litert+tflm",
-        "needs_tflm": recipe.compress is not None,
+        "runtime": "tflm" if compressed else "litert+tflm",
+        "needs_tflm": compressed,
         "model_sha256": sha256(final),
         "float_model_sha256": sha256(float_model),
         "sizes": {
@@ -296,7 +300,7 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
         "sparsity": {
             "keras_before": keras_layers_before,
             "keras_after": keras_layers_after,
-            "tflite": _tflite_sparsity(final) if recipe.quantize.mode == "int8" and recipe.compress is None else [],
+            "tflite": _tflite_sparsity(final) if recipe.quantize.mode == "int8" and not compressed else [],
         },
         "stages": stages,
         "evaluation": evaluation,

@@ -24,7 +24,7 @@ RESET_RESUMES = 3                # device resets an upload survives (resuming ea
 BASE_TIMEOUT_S = 0.5
 COMPUTE_ALLOWANCE_S = 2.0        # device-side work (hashing, loading a model, a first invoke)
 MIN_UPLOAD_CHUNK = 128           # upload chunks shrink after failures, down to this many bytes
-UPLOAD_RECOVERIES = 12           # chunks that got no answer an upload survives (shrinking, then resuming)
+UPLOAD_RECOVERIES = 8            # chunks that got no answer an upload survives (shrinking, then resuming)
 CLEAN_CHUNKS_TO_GROW = 8         # clean chunks in a row before the chunk size doubles again
 PROFILE_BATCH_S = 0.5            # device time one PROFILE request may take; longer runs go in batches
 

@@ -108,6 +108,9 @@ class CompressSpec:
     method: str = "lut"
     index_bits: int = 4
     min_tensor_bytes: int = 256     # smaller tensors gain nothing after the lookup-table overhead
+    # auto: every tensor gets the fewest index bits its values need (up to index_bits) and is kept
+    # compressed only where its encoded indices + value table + DECODE op are smaller than before
+    auto: bool = False
 
     def check(self) -> None:
         _require(self.method == "lut", "compress.method", "only 'lut' is supported")
@@ -155,7 +158,7 @@ class Recipe:
             parts.append("qat")
         parts.append(self.quantize.mode)
         if self.compress:
-            parts.append(f"lut{self.compress.index_bits}")
+            parts.append("lut-auto" if self.compress.auto else f"lut{self.compress.index_bits}")
         return " + ".join(parts)
 
     @classmethod
@@ -212,15 +215,17 @@ def recipe_for_runtime(recipe: Recipe, facts, board_id: str) -> tuple[Recipe, li
 
 
 def parse_compress_flag(text: str) -> CompressSpec:
-    """'lut4' -> CompressSpec(index_bits=4); 'lut' -> 4 bits."""
+    """'lut4' -> CompressSpec(index_bits=4); 'lut' -> 4 bits; 'auto' -> per tensor, only where it pays."""
     t = text.strip().lower()
+    if t in ("auto", "lut-auto", "lutauto"):
+        return CompressSpec(index_bits=7, min_tensor_bytes=0, auto=True)
     if not t.startswith("lut"):
-        raise RecipeError(f"unknown compression '{text}'", hint="use lutN with N = 1..7, e.g. lut4")
+        raise RecipeError(f"unknown compression '{text}'", hint="use auto, or lutN with N = 1..7, e.g. lut4")
     bits = t[3:]
     try:
         spec = CompressSpec(index_bits=int(bits) if bits else 4)
     except ValueError as e:
-        raise RecipeError(f"unknown compression '{text}'", hint="use lutN with N = 1..7, e.g. lut4") from e
+        raise RecipeError(f"unknown compression '{text}'", hint="use auto, or lutN with N = 1..7, e.g. lut4") from e
     spec.check()
     return spec
 

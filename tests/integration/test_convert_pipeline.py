@@ -147,6 +147,16 @@ def test_lut_without_clustering_is_a_clear_error(digits_files):
         edgekit.convert(digits_files["model"], digits_files["train"], None, Recipe.from_flags(compress="lut2"))
 
 
+def test_compress_auto_without_clustering_leaves_a_plain_model_that_litert_runs(digits_files):
+    """auto compresses nothing when no table pays: no error, no DECODE, LiteRT evaluates the model."""
+    rep = edgekit.convert(digits_files["model"], digits_files["train"], digits_files["test"],
+                          Recipe.from_flags(compress="auto")).report
+    comp = next(s for s in rep["stages"] if s["stage"] == "compress")
+    assert all(t["method"] == "none" for t in comp["tensors"]) and comp["bytes"] == comp["bytes_before"]
+    assert rep["needs_tflm"] is False and rep["evaluation"]["litert"] is not None
+    assert rep["recipe_summary"].endswith("lut-auto")
+
+
 def test_conversion_is_deterministic(digits_files, tmp_path):
     recipe = Recipe.from_flags(prune=0.5, epochs=1)
     a = edgekit.convert(digits_files["model"], digits_files["train"], None, recipe, tmp_path / "a")
