@@ -47,8 +47,8 @@ def plan(model: bytes, spec: CompressSpec) -> tuple[list, list[dict]]:
             ti = op.inputs[k]
             seen.add((sg.index, ti))
             t = sg.tensors[ti]
-            row = {"tensor": t.name or f"tensor {ti}", "index": ti, "op": op.op, "shape": list(t.shape),
-                   "bytes": t.buffer_bytes}
+            row = {"tensor": t.name or f"tensor {ti}", "index": ti, "subgraph": sg.index, "op": op.op,
+                   "shape": list(t.shape), "bytes": t.buffer_bytes}
             rows.append(row)
             if t.data is None or t.dtype != "int8":
                 row["skipped"] = "not a constant int8 tensor"
@@ -90,8 +90,9 @@ def _run_compress(model: bytes, specs: list) -> bytes:
         raise ConversionError(f"TFLM LUT compression failed: {str(e).splitlines()[0][:200]}") from e
 
 
-def encoded_bytes(model: bytes) -> dict[str, int]:
-    """Per compressed tensor of ``model`` (by name): its encoded indices + value table bytes."""
+def encoded_bytes(model: bytes) -> dict[tuple[int, int], int]:
+    """Per compressed tensor of ``model``, by (subgraph, tensor index): its encoded indices + value table
+    bytes. The compressor keeps the weight tensor's index for the encoded data (names may be stripped)."""
     from edgekit.model.graph import parse
     from edgekit.model.load import load_tflite
 
@@ -100,7 +101,7 @@ def encoded_bytes(model: bytes) -> dict[str, int]:
         for op in sg.operators:
             if op.op in ("TFLM_DECODE", "DECODE") and op.inputs:
                 ins = [i for i in op.inputs if i >= 0]
-                out[sg.tensors[ins[0]].name] = sum(sg.tensors[i].buffer_bytes for i in ins)
+                out[(sg.index, ins[0])] = sum(sg.tensors[i].buffer_bytes for i in ins)
     return out
 
 
@@ -117,19 +118,20 @@ def compress_lut(model: bytes, spec: CompressSpec) -> tuple[bytes, list[dict]]:
         raise ConversionError(f"no weight tensor qualifies for lut{spec.index_bits} compression ({reasons})",
                               hint="cluster the weights first (--cluster 16 for lut4, 8 for lut3, 4 for lut2)")
     out = _run_compress(model, specs)
-    by_index = {r["index"]: r for r in rows}
+    by_index = {(r["subgraph"], r["index"]): r for r in rows}
     if spec.auto:
         out, specs = _keep_what_pays(model, out, specs, by_index)
         if specs and len(out) >= len(model):           # the guarantee: never larger than plain int8
             for t in specs:
-                by_index[t.tensor]["skipped"] = (f"the compressed model ({len(out):,} B) was not smaller than "
+                by_index[(t.subgraph, t.tensor)]["skipped"] = (f"the compressed model ({len(out):,} B) was not smaller than "
                                                  f"plain int8 ({len(model):,} B): kept plain")
             out, specs = model, []
     after = encoded_bytes(out) if specs else {}
-    kept = {t.tensor for t in specs}
+    kept = {(t.subgraph, t.tensor) for t in specs}
     for r in rows:
-        if r["index"] in kept:
-            r.update(after_bytes=after.get(r["tensor"], r["bytes"]), method=f"lut{r['index_bits']}")
+        key = (r["subgraph"], r["index"])
+        if key in kept:
+            r.update(after_bytes=after[key], method=f"lut{r['index_bits']}")
         else:
             r.update(after_bytes=r["bytes"], method="none")
     return out, rows
@@ -138,15 +140,17 @@ def compress_lut(model: bytes, spec: CompressSpec) -> tuple[bytes, list[dict]]:
 def _keep_what_pays(model: bytes, out: bytes, specs: list, by_index: dict) -> tuple[bytes, list]:
     """Drop the tensors whose encoded bytes plus their share of the DECODE overhead are not smaller."""
     after = encoded_bytes(out)
-    saved = {t.tensor: by_index[t.tensor]["bytes"] - after.get(by_index[t.tensor]["tensor"], 0) for t in specs}
+    saved = {(t.subgraph, t.tensor): by_index[(t.subgraph, t.tensor)]["bytes"] - after[(t.subgraph, t.tensor)]
+             for t in specs}
     # what the DECODE ops, their output tensors and names add, beyond the tensors' own bytes
     overhead = (len(out) - len(model)) + sum(saved.values())
     per_tensor = max(0.0, overhead / len(specs))
-    keep = [t for t in specs if saved[t.tensor] > per_tensor]
+    keep = [t for t in specs if saved[(t.subgraph, t.tensor)] > per_tensor]
     for t in specs:
         if t not in keep:
-            r = by_index[t.tensor]
-            r["skipped"] = (f"lut{r['index_bits']} would save {saved[t.tensor]} B of {r['bytes']} B but its DECODE "
+            r = by_index[(t.subgraph, t.tensor)]
+            r["skipped"] = (f"lut{r['index_bits']} would save {saved[(t.subgraph, t.tensor)]} B of {r['bytes']} B "
+                            f"but its DECODE "
                             f"op costs about {per_tensor:.0f} B: kept plain")
     if len(keep) == len(specs):
         return out, specs

@@ -103,6 +103,9 @@ def test_prune_cluster_qat_lut_chain_keeps_sparsity_and_clusters(digits_files, t
     comp = stages["compress"]
     assert comp["bytes"] < comp["bytes_before"]
     assert any(t.get("index_bits") == 3 for t in comp["tensors"])
+    # per tensor before / after / method, read back from the compressed model (its names are stripped)
+    for t in comp["tensors"]:
+        assert (t["after_bytes"] < t["bytes"]) == (t["method"] != "none")
     assert rep["needs_tflm"] is True
     # runs on host TFLM with an accuracy near the float model
     ev = rep["evaluation"]

@@ -46,7 +46,7 @@ def test_auto_compresses_what_pays_and_picks_bits_per_tensor():
     assert len(out) < len(plain)
     dense = next(r for r in rows if r["op"] == "FULLY_CONNECTED")
     assert dense["method"] == "lut3" and dense["after_bytes"] < dense["bytes"]   # 8 levels: 3 bits, not 7
-    assert encoded_bytes(out)[dense["tensor"]] == dense["after_bytes"]
+    assert encoded_bytes(out)[(dense["subgraph"], dense["index"])] == dense["after_bytes"]
     for r in rows:
         assert {"bytes", "after_bytes", "method"} <= set(r)
 
