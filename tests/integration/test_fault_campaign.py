@@ -25,7 +25,7 @@ def test_at_1e3_per_byte_everything_succeeds(kind, tiny_model, reference):
         assert row.seconds < fc.HANG_S
 
 
-@pytest.mark.parametrize("kind", ("flip", "drop", "garbage", "mixed"))
+@pytest.mark.parametrize("kind", ("mixed",))      # flips, drops and garbage at once; bench_faults runs each alone
 def test_at_1e2_per_byte_success_or_one_clean_error_in_bounded_time(kind, tiny_model, reference):
     for op in fc.OPS:
         row = fc.run_case(kind, 1e-2, op, 1, tiny_model, 64, reference)
