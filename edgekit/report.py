@@ -274,14 +274,18 @@ def _budget_estimate(data: ReportData, board) -> dict[str, Any] | None:
     """The board's time per inference for the final model: an emulated estimate from a profile of it on
     this board, else the MAC-based estimate (edgekit.estimate), each with its label; None for boards
     whose clock is not a board's (virtual, emulated upload boards) or LiteRT boards."""
+    import hashlib
+
+    model_file = Path(data.folder) / "model.tflite"
+    digest = hashlib.sha256(model_file.read_bytes()).hexdigest() if model_file.is_file() else None
     for p in data.profiles:
         est = p.get("estimate")
-        if est and (p.get("board") or {}).get("id") == board.id:
+        same_model = digest is not None and (p.get("model") or {}).get("sha256") == digest
+        if est and same_model and (p.get("board") or {}).get("id") == board.id:
             label = est.get("label") or (f"estimate from {p['file']}: instructions on the emulated core x CPI "
                                          f"{est.get('cpi')} / {board.clock_hz / 1e6:g} MHz")
             return {"latency_us": est["latency_us"], "latency_us_low": est.get("latency_us_low"),
                     "latency_us_high": est.get("latency_us_high"), "label": label, "from": p["file"]}
-    model_file = Path(data.folder) / "model.tflite"
     if not model_file.is_file():
         return None
     try:
