@@ -228,3 +228,23 @@ def test_budget_says_whether_the_board_runtime_runs_the_model_correctly(artifact
     assert nano["runtime"] == "Chirale_TensorFLowLite 2.0.0" and "FULLY_CONNECTED" in nano["runtime_problems"][0]
     virtual = edgekit.report.collect(artifact, board="virtual").budget
     assert virtual["runs_correctly"] is True and virtual["runtime_problems"] == []
+
+
+def test_an_emulated_estimate_counts_only_for_the_model_it_profiled(artifact, tmp_path):
+    """A profile of another model on the same board (the demo's int8 model next to its LUT model) must
+    not give model.tflite its time: the budget falls back to the MAC-based estimate, labelled so."""
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(artifact, folder)
+    sha = edgekit.inspect(folder / "model.tflite", measure_arena_bytes=False).sha256
+    doc = {"schema": "edgekit.profile/1", "board": {"id": "nano33ble"}, "model": {"sha256": "0" * 64},
+           "timing": {"unit": "instructions", "source": "emulated"}, "runs": 5,
+           "estimate": {"latency_us": 1234.0, "latency_us_low": 1000.0, "latency_us_high": 1500.0, "cpi": 2.21}}
+    (folder / "profile_other.json").write_text(json.dumps(doc))
+    est = edgekit.report.collect(folder, board="nano33ble").budget["estimate"]
+    assert est["from"] == "model MACs" and "MAC-based" in est["label"]
+    doc["model"]["sha256"] = sha                                  # the same model: its estimate is used
+    (folder / "profile_other.json").write_text(json.dumps(doc))
+    est = edgekit.report.collect(folder, board="nano33ble").budget["estimate"]
+    assert est["from"] == "profile_other.json" and est["latency_us"] == 1234.0
