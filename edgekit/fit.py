@@ -155,21 +155,13 @@ def fit(board, *, model_bytes: int, arena_min_bytes: int | None = None, quantiza
                      fits=fits, problems=problems, tflm_runtime=tflm_runtime, runtime_problems=rp)
 
 
-def fit_model(model, board, *, inspect_result=None, measure_arena: bool | None = None) -> FitReport:
-    """:func:`fit` for a model (path, bytes or VerifiedModel): inspects it (host TFLM measures the arena on
-    TFLM boards) and checks it against the board's TFLM runtime facts (``edgekit.tflm.compat``)."""
+def fit_model(model, board, *, inspect_result=None) -> FitReport:
+    """:func:`fit` for a model (path, bytes or VerifiedModel): what ``edgekit.inspect(model, board)``
+    reports as its ``board_fit`` (host TFLM measures the arena on TFLM boards; the board's TFLM runtime
+    facts are checked). ``inspect_result``: an inspect result for this board, to reuse."""
     from edgekit.model.inspect import inspect
 
-    tflm = board.runtime == "tflm"
-    r = inspect_result or inspect(model, measure_arena_bytes=tflm if measure_arena is None else measure_arena)
-    label, problems = None, []
-    if tflm:
-        from edgekit.tflm.compat import check_model, facts_from_board
-
-        facts = facts_from_board(board)
-        if facts is not None:
-            label = f"{facts.label} ({facts.source})"
-            problems = check_model(model, facts)
-    return fit(board, model_bytes=r.model_bytes, arena_min_bytes=r.arena.arena_bytes, quantization=r.quantization,
-               arena_error=r.arena.error, unsupported_ops=r.tflm_unsupported_ops, runtime_problems=problems,
-               tflm_runtime=label)
+    r = inspect_result
+    if r is None or r.board_fit is None or r.board_fit.board != board.id:
+        r = inspect(model, board, measure_arena_bytes=board.runtime == "tflm")
+    return r.board_fit

@@ -111,9 +111,10 @@ def _print_profile(out: Output, data: dict) -> None:
             facts.add_row("vs float model", f"{fb['per_inference_uj']:.3f} µJ; saves {fb['saved_uj']:.3f} µJ"
                           + (f" ({frac:.0%})" if frac is not None else ""))
         elif "instructions_mean" in fb and ins:
-            key = "instructions_median" if "instructions_median" in fb else "instructions_mean"
-            facts.add_row("float model", f"{fb[key]:,.0f} instructions per inference "
-                          f"({fb[key] / ins[key.split('_')[1]]:.2f}x this model, {key.split('_')[1]})")
+            stat = "median" if "instructions_median" in fb else "mean"
+            value = fb[f"instructions_{stat}"]
+            facts.add_row("float model", f"{value:,.0f} instructions per inference "
+                          f"({value / ins[stat]:.2f}x this model, {stat})")
         elif "latency_us_mean" in fb:
             med = fb.get("latency_us_median")
             facts.add_row("float model", (f"{_fmt_us(med)} median, " if med is not None else "")
