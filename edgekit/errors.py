@@ -123,6 +123,37 @@ class NativeCrash(EdgekitError):
     exit_code = 13
 
 
+class FarmError(EdgekitError):
+    """A board farm (labgrid) problem: coordinator unreachable, place unknown, held by someone else,
+    without a serial port, or a place of a farm run that failed."""
+
+    exit_code = 14
+
+
+class CoordinatorUnreachable(FarmError):
+    """No labgrid coordinator answers at the address (LG_COORDINATOR / --coordinator)."""
+
+
+class PlaceNotFound(FarmError):
+    """No place of that name (or the pattern matches several) on the coordinator."""
+
+
+class PlaceBusy(FarmError):
+    """The place is acquired by someone else (``owner``: labgrid's host/user)."""
+
+    def __init__(self, message: str, *, hint: str | None = None, owner: str | None = None, **context):
+        super().__init__(message, hint=hint, owner=owner, **context)
+        self.owner = owner
+
+
+class PlaceUnusable(FarmError):
+    """The place lacks what edgekit needs: a serial resource, or a board tag."""
+
+
+class FarmIncomplete(FarmError):
+    """`edgekit farm profile`: at least one place failed (each place's error is in the document)."""
+
+
 class Interrupted(EdgekitError):
     exit_code = 130
 
@@ -143,13 +174,14 @@ EXIT_CODES = {
     11: "output cannot be written",
     12: "optional Python dependency missing",
     13: "a native runtime crashed on this model",
+    14: "board farm: coordinator unreachable, place unknown, busy or unusable, or a place of a farm run failed",
     130: "interrupted",
 }
 # the same codes in a word or two, for `edgekit --help` (docs/cli.md has the long table; a test keeps
 # both in step with EXIT_CODES)
 EXIT_CODE_NAMES = {0: "ok", 1: "internal", 2: "usage", 3: "input file", 4: "data", 5: "unsupported model",
                    6: "conversion", 7: "board/fit", 8: "external tool", 9: "device link", 10: "validation",
-                   11: "output", 12: "missing dependency", 13: "native crash", 130: "interrupted"}
+                   11: "output", 12: "missing dependency", 13: "native crash", 14: "board farm", 130: "interrupted"}
 
 
 # device link

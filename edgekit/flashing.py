@@ -34,6 +34,7 @@ class FlashResult:
     dry_run: bool
     confirmed: bool | None          # None: not confirmed (dry run, or no serial link to ask)
     confirmation: str
+    place: dict[str, Any] | None = None   # the labgrid place it was flashed on (edgekit.farm)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -92,12 +93,54 @@ def check_fit(model, board, *, force: bool = False, inspect_result=None) -> FitR
     return report
 
 
-def flash(model, board, *, port: str | None = None, out_dir: str | os.PathLike | None = None,
-          dry_run: bool = False, force: bool = False, runner_options: dict | None = None,
-          interactive: bool = False, choose_port: Callable | None = None, log: LogFn | None = None,
-          confirm: bool = True, board_folder: str | os.PathLike | None = None, tool=None,
-          hello_timeout_s: float = 10.0, dest: str = "models", service: bool = False,
-          service_port: int | None = None, service_bind: str = "127.0.0.1", threads: int = 1) -> FlashResult:
+def flash(model, board=None, *, port: str | None = None, place: str | None = None, coordinator: str | None = None,
+          **kwargs) -> FlashResult:
+    """Put ``model`` (a .tflite or an artifact folder) on ``board`` (id, alias or Board), or on the board
+    of a labgrid ``place`` (edgekit.farm; acquired for the flash, released on every exit path).
+
+    With a place, its serial port is the upload port (its local device when the exporter runs on this
+    machine, else its ser2net URL, which only uploaders that open pyserial URLs can use) and, after
+    the upload, the board is reset through the place (reset output, else power cycle) when it has
+    either. The other arguments are :func:`flash_board`'s.
+    """
+    from edgekit.farm import resolve
+
+    if place is None:
+        if coordinator is not None:
+            from edgekit.errors import UsageError
+
+            raise UsageError("--coordinator goes with --place")
+        if board is None:
+            from edgekit.errors import UsageError
+
+            raise UsageError("flash needs --board (or --place)")
+        return flash_board(model, board, port=port, **kwargs)
+    with resolve(board, port, place, coordinator=coordinator, log=kwargs.get("log"), default_board="") as (board_id, place_port, lease):
+        from edgekit.boards import load_board
+        from edgekit.runners import get_runner
+
+        runner_cls = get_runner(load_board(board_id).runner)
+        if ("://" in place_port and runner_cls.capabilities.needs_port and not runner_cls.upload_takes_url
+                and runner_cls.can("flash")):
+            from edgekit.errors import UsageError
+
+            raise UsageError(f"place {lease.name}'s serial port is {place_port} (ser2net on the exporter), and "
+                             f"{runner_cls.name} uploads only to a port on this machine",
+                             hint=f"run edgekit flash on the exporter's host, or export {board_id}'s USB serial "
+                                  "port from an exporter on this machine")
+        result = flash_board(model, board_id, port=place_port,
+                             reset_after=lease.reset if lease.can_reset else None, **kwargs)
+        result.place = lease.to_dict()
+    return result
+
+
+def flash_board(model, board, *, port: str | None = None, out_dir: str | os.PathLike | None = None,
+                dry_run: bool = False, force: bool = False, runner_options: dict | None = None,
+                interactive: bool = False, choose_port: Callable | None = None, log: LogFn | None = None,
+                confirm: bool = True, board_folder: str | os.PathLike | None = None, tool=None,
+                hello_timeout_s: float = 10.0, dest: str = "models", service: bool = False,
+                service_port: int | None = None, service_bind: str = "127.0.0.1", threads: int = 1,
+                reset_after: Callable[[], str | None] | None = None) -> FlashResult:
     """Put ``model`` (a .tflite or an artifact folder) on ``board`` (id, alias or Board).
 
     ``log`` receives every command (``$ ...``) and step (``# ...``). ``tool`` replaces the
@@ -190,6 +233,12 @@ def flash(model, board, *, port: str | None = None, out_dir: str | os.PathLike |
     if not runner_cls.enters_bootloader_itself:
         upload_port = strategy.before_upload(board, chosen, dry_run=dry_run, log=_log)
     runner.run("flash", build=build, port=upload_port if runner_cls.capabilities.needs_port else chosen)
+    if reset_after is not None:
+        _log(f"# reset {board.id} through its place")
+        if not dry_run:
+            done = reset_after()
+            if done:
+                _log(f"# {done}")
     back = strategy.after_upload(board, chosen, dry_run=dry_run, log=_log) if chosen else None
 
     confirmed, note = None, "confirmation pending: dry run, nothing was flashed"

@@ -173,6 +173,7 @@ class ProfileResult:
     notes: list[str] = field(default_factory=list)
     float_baseline: dict[str, Any] | None = None  # the float model on the same device (also in energy)
     estimate: dict[str, Any] | None = None        # a board's time from emulated counts (edgekit.estimate)
+    place: dict[str, Any] | None = None           # the labgrid place it ran on (edgekit.farm.Lease.to_dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "created": self.created, "edgekit_version": self.edgekit_version,
@@ -182,7 +183,7 @@ class ProfileResult:
                 "cycles": self.cycles, "per_op": self.per_op, "per_op_note": self.per_op_note,
                 "memory": self.memory, "roofline": self.roofline, "energy": self.energy, "upload": self.upload,
                 "firmware": self.firmware, "float_baseline": self.float_baseline, "estimate": self.estimate,
-                "notes": self.notes}
+                "place": self.place, "notes": self.notes}
 
 
 def energy_estimate(board, latency: dict) -> dict:
@@ -271,10 +272,11 @@ def _measure(conn, model: bytes, facts: ModelFacts, runs: int, warmup: int,
     return (upload.to_dict() if upload else None), train, session
 
 
-def profile(model_path: str | os.PathLike, board: str = "virtual", port: str | None = None,
+def profile(model_path: str | os.PathLike, board: str | None = None, port: str | None = None,
             runs: int = 200, warmup: int = 10, progress: ProgressFn | None = None, *,
             baud: int | None = None, float_baseline: str | os.PathLike | None | bool = True,
-            emulate: bool = False, options: dict | None = None, log=None) -> ProfileResult:
+            emulate: bool = False, options: dict | None = None, log=None, place: str | None = None,
+            coordinator: str | None = None) -> ProfileResult:
     """Profile ``model_path`` on ``board``: the board's runner does it (one dispatch for every board).
 
     ``port``: the serial port or URL of a serial board (found by its USB id when left out; the
@@ -283,13 +285,22 @@ def profile(model_path: str | os.PathLike, board: str = "virtual", port: str | N
     Pi, ``serial`` of a phone, ``tflm_src`` of the emulated board, ...; ``edgekit boards B`` lists
     them). ``float_baseline``: True looks for model_float.tflite next to the model (the convert
     artifact folder); a path uses that file; False/None skips it. The float model runs on the same
-    device when the device takes models at run time.
+    device when the device takes models at run time. ``place``: a labgrid place (edgekit.farm) gives the
+    board (its ``board=`` tag; ``board`` may be left out), the port and a reset; it is acquired for the
+    run and released on every exit path. ``board`` defaults to the virtual board.
     """
+    from edgekit.farm import resolve
     from edgekit.runners import runner_for
 
-    runner = runner_for(board, emulate=emulate, options=options, log=log)
-    return runner.run("profile", model_path=model_path, port=port, runs=runs, warmup=warmup, progress=progress,
-                      baud=baud, float_baseline=float_baseline)
+    with resolve(board, port, place, coordinator=coordinator, emulate=emulate, log=log) as (board, port, lease):
+        runner = runner_for(board, emulate=emulate, options=options, log=log)
+        if lease is not None and lease.can_reset:
+            runner.recover = lease.reset
+        result = runner.run("profile", model_path=model_path, port=port, runs=runs, warmup=warmup,
+                            progress=progress, baud=baud, float_baseline=float_baseline)
+        if lease is not None:
+            result.place = lease.to_dict()
+    return result
 
 
 def _check_counts(runs: int, warmup: int) -> None:

@@ -19,9 +19,12 @@ VALIDATE = "edgekit.validate/1"
 FINETUNE = "edgekit.finetune/1"
 REPORT = "edgekit.report/1"
 SWEEP = "edgekit.sweep/1"
+FARM_PLACES = "edgekit.farm-places/1"
+FARM_PROFILE = "edgekit.farm-profile/1"     # also comparison.json of a farm run
 
 # command -> the schema of its --json document
 BY_COMMAND = {"boards": BOARDS, "devices": DEVICES, "doctor": DOCTOR, "convert": CONVERT, "inspect": INSPECT,
               "export": EXPORT, "flash": FLASH, "virtual-board": VIRTUAL_BOARD, "profile": PROFILE,
-              "validate": VALIDATE, "finetune": FINETUNE, "report": REPORT, "sweep": SWEEP}
+              "validate": VALIDATE, "finetune": FINETUNE, "report": REPORT, "sweep": SWEEP,
+              "farm places": FARM_PLACES, "farm profile": FARM_PROFILE}
 ALL = frozenset(BY_COMMAND.values()) | {ERROR}

@@ -53,6 +53,7 @@ class ValidationResult:
     judged_by: str = "argmax agreement and output LSBs"
     mae_real: float | None = None        # mean |device - reference| in real units (dequantized)
     max_abs_real: float | None = None    # largest |device - reference| in real units
+    place: dict[str, Any] | None = None  # the labgrid place it ran on (edgekit.farm.Lease.to_dict)
 
     def to_dict(self) -> dict[str, Any]:
         from edgekit.schemas import VALIDATE
@@ -98,22 +99,33 @@ def _litert_outputs(model: bytes, xq: np.ndarray) -> np.ndarray:
     return np.stack(res)
 
 
-def validate(model_path: str | os.PathLike, data: str | os.PathLike, board: str = "virtual",
+def validate(model_path: str | os.PathLike, data: str | os.PathLike, board: str | None = None,
              port: str | None = None, n: int = 100, *, max_lsb: int = 1, min_agreement: float = 0.99,
              progress: ProgressFn | None = None, baud: int | None = None,
              raise_on_fail: bool = True, host_tflm: bool = True, emulate: bool = False,
-             options: dict | None = None, log=None) -> ValidationResult:
+             options: dict | None = None, log=None, place: str | None = None,
+             coordinator: str | None = None) -> ValidationResult:
     """Run ``n`` samples of ``data`` on ``board`` and on the host; compare (the board's runner does it).
 
     ``emulate``: the board's own firmware on the emulated Cortex-M4 (its TFLM library, its buffers).
-    ``options``: the runner's declared options (``edgekit boards B`` lists them).
+    ``options``: the runner's declared options (``edgekit boards B`` lists them). ``place``: a labgrid
+    place gives the board, port and reset (as in :func:`edgekit.profile`); released on every exit path.
     """
+    from edgekit.farm import resolve
     from edgekit.runners import runner_for
 
-    runner = runner_for(board, emulate=emulate, options=options, log=log)
-    return runner.run("validate", model_path=model_path, data=data, port=port, baud=baud, n=n, max_lsb=max_lsb,
-                      min_agreement=min_agreement, progress=progress, raise_on_fail=raise_on_fail,
-                      host_tflm=host_tflm)
+    with resolve(board, port, place, coordinator=coordinator, emulate=emulate, log=log) as (board, port, lease):
+        runner = runner_for(board, emulate=emulate, options=options, log=log)
+        if lease is not None and lease.can_reset:
+            runner.recover = lease.reset
+        result = runner.run("validate", model_path=model_path, data=data, port=port, baud=baud, n=n,
+                            max_lsb=max_lsb, min_agreement=min_agreement, progress=progress,
+                            raise_on_fail=False, host_tflm=host_tflm)
+        if lease is not None:
+            result.place = lease.to_dict()
+    if raise_on_fail:
+        result.raise_if_failed()
+    return result
 
 
 @dataclass

@@ -143,9 +143,18 @@ def register(app: typer.Typer) -> None:
     @app.command("flash")
     def flash(
         model: Path = typer.Argument(..., help="A .tflite model, or the artifact folder holding model.tflite."),
-        board: str = typer.Option(..., "--board", "-b", help="Board id or alias (see `edgekit boards`)."),
+        board: Optional[str] = typer.Option(None, "--board", "-b",
+                                            help="Board id or alias (see `edgekit boards`); with --place, its "
+                                                 "board= tag."),
         port: Optional[str] = typer.Option(None, "--port", "-p",
                                            help="Serial port or pyserial URL (default: found by USB id)."),
+        place: Optional[str] = typer.Option(None, "--place",
+                                            help="A labgrid place: acquire it, flash its board through its "
+                                                 "serial port, reset it through the place, release it "
+                                                 "(docs/farm.md)."),
+        coordinator: Optional[str] = typer.Option(None, "--coordinator",
+                                                  help="labgrid coordinator HOST:PORT for --place (default: "
+                                                       "$LG_COORDINATOR, else 127.0.0.1:20408)."),
         out_dir: Optional[Path] = typer.Option(None, "--out", "-o",
                                                help="Where to render the firmware project "
                                                     "(default: <model folder>/firmware/<board>)."),
@@ -195,7 +204,7 @@ def register(app: typer.Typer) -> None:
 
         opts = {**_parse_runner_opts(runner_opt), **({"host": host} if host else {})}
         try:
-            result = run_flash(model, board, port=port, out_dir=out_dir, dry_run=dry_run, force=force,
+            result = run_flash(model, board, port=port, place=place, coordinator=coordinator, out_dir=out_dir, dry_run=dry_run, force=force,
                                runner_options=opts, interactive=interactive,
                                choose_port=choose, log=log, confirm=not no_confirm, dest=dest, service=service,
                                service_port=service_port, service_bind=service_bind, threads=threads)

@@ -10,7 +10,11 @@ from edgekit import schemas
 
 from edgekit.cli.output import Output
 
-_BOARD_HELP = "Board id from targets/ (virtual: the built-in virtual board; starts itself without --port)."
+_BOARD_HELP = ("Board id from targets/ (default virtual: the built-in virtual board, which starts itself without "
+               "--port; with --place, the place's board= tag).")
+_PLACE_HELP = ("A labgrid place: acquire it, use its serial port (and power / reset), release it on every exit "
+               "path. Its board= tag names the board (docs/farm.md).")
+_COORDINATOR_HELP = "labgrid coordinator HOST:PORT for --place (default: $LG_COORDINATOR, else 127.0.0.1:20408)."
 _PORT_HELP = "Serial port or pyserial URL (/dev/ttyACM0, COM3, rfc2217://host:port, socket://host:port)."
 
 
@@ -236,8 +240,10 @@ def register(app: typer.Typer) -> None:
     @app.command("profile")
     def profile_cmd(
         model: Path = typer.Argument(..., help="The .tflite model to profile."),
-        board: str = typer.Option("virtual", "--board", "-b", help=_BOARD_HELP),
+        board: Optional[str] = typer.Option(None, "--board", "-b", help=_BOARD_HELP),
         port: Optional[str] = typer.Option(None, "--port", "-p", help=_PORT_HELP),
+        place: Optional[str] = typer.Option(None, "--place", help=_PLACE_HELP),
+        coordinator: Optional[str] = typer.Option(None, "--coordinator", help=_COORDINATOR_HELP),
         runs: int = typer.Option(200, "--runs", help="Timed runs."),
         warmup: int = typer.Option(10, "--warmup", help="Untimed runs first."),
         baud: Optional[int] = typer.Option(None, "--baud", help="Baud rate (default: the board's)."),
@@ -272,7 +278,7 @@ def register(app: typer.Typer) -> None:
         with out.progress() as report:
             result = profile(model, board=board, port=port, runs=runs, warmup=warmup, progress=report,
                              baud=baud, float_baseline=not no_baseline, emulate=emulate, options=options,
-                             log=out.log_line)
+                             log=out.log_line, place=place, coordinator=coordinator)
         data = result.to_dict()
         if out_file is not None:
             write_text(out_file, dumps(data) + "\n", skip_if_same=False)
@@ -283,8 +289,10 @@ def register(app: typer.Typer) -> None:
     def validate_cmd(
         model: Path = typer.Argument(..., help="The .tflite model (the one on the device)."),
         data: Path = typer.Option(..., "--data", "-d", help="Samples: .npz (x, optional y) or .npy."),
-        board: str = typer.Option("virtual", "--board", "-b", help=_BOARD_HELP),
+        board: Optional[str] = typer.Option(None, "--board", "-b", help=_BOARD_HELP),
         port: Optional[str] = typer.Option(None, "--port", "-p", help=_PORT_HELP),
+        place: Optional[str] = typer.Option(None, "--place", help=_PLACE_HELP),
+        coordinator: Optional[str] = typer.Option(None, "--coordinator", help=_COORDINATOR_HELP),
         n: int = typer.Option(100, "-n", "--samples", help="How many samples to run (from the start)."),
         max_lsb: int = typer.Option(1, "--max-lsb", help="Largest allowed output difference in LSBs."),
         min_agreement: float = typer.Option(0.99, "--min-agreement",
@@ -305,6 +313,7 @@ def register(app: typer.Typer) -> None:
         with out.progress() as report:
             result = validate(model, data, board=board, port=port, n=n, max_lsb=max_lsb,
                               min_agreement=min_agreement, progress=report, baud=baud, raise_on_fail=False,
-                              emulate=emulate, options=options, log=out.log_line)
+                              emulate=emulate, options=options, log=out.log_line, place=place,
+                              coordinator=coordinator)
         out.result(result.to_dict(), human=_print_validation, schema=schemas.VALIDATE)
         result.raise_if_failed()

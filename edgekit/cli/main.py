@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "edgekit.cli.export_cmd",
     "edgekit.cli.board_cmds",
     "edgekit.cli.report_cmd",
+    "edgekit.cli.farm_cmd",
 )
 
 app = typer.Typer(

@@ -71,6 +71,9 @@ class Runner:
     # True when the external tool does the board's bootloader entry itself (arduino-cli reads
     # use_1200bps_touch from the core); the caller then skips the reset strategy's before_upload.
     enters_bootloader_itself: ClassVar[bool] = False
+    # True when the upload tool opens pyserial URLs (rfc2217://...), so a board behind ser2net (a labgrid
+    # place on another machine) can be flashed from here
+    upload_takes_url: ClassVar[bool] = False
 
     def __init__(self, board, *, dry_run: bool = False, log: Callable[[str], None] | None = None,
                  options: dict[str, Any] | None = None, tool: Callable[..., seam.ToolResult] | None = None):

@@ -35,6 +35,7 @@ class EsptoolRunner(LinkRunner):
     project_format = "platformio"
     capabilities = Capabilities(build=True, flash=True, reset=True, run=True, profile=True, validate=True,
                                 needs_port=True, link=True, tools=("pio", "esptool"))
+    upload_takes_url = True          # esptool opens rfc2217:// ports (its docs: "Remote Serial Ports")
 
     @classmethod
     def options_spec(cls):

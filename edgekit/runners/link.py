@@ -22,6 +22,9 @@ class LinkRunner(Runner):
     """A runner whose device is reached over a serial-like link speaking protocol v1."""
 
     progress = None      # the command's progress callback (builds report through it too)
+    # resets the board from outside (a labgrid place's reset output or power switch) and says what it did,
+    # or None when it cannot; a device that does not answer its first HELLO is reset this way once
+    recover = None
 
     @classmethod
     def options_spec(cls):
@@ -60,7 +63,7 @@ class LinkRunner(Runner):
         with self.device_port(port=port, models=models) as (where, started, firmware):
             session = DeviceSession.open(where, baud or self.board.baud)
             try:
-                hello = session.hello()
+                hello = self._first_hello(session, where)
                 mismatch = check_identity(hello, self.board, where, force=bool(self.options.get("force")))
                 timing, uploads = self.timing(), self.takes_uploads()
                 if mismatch:
@@ -81,6 +84,21 @@ class LinkRunner(Runner):
                 raise
             finally:
                 session.close()
+
+    def _first_hello(self, session, where: str):
+        from edgekit.errors import NoAnswer
+
+        try:
+            return session.hello()
+        except NoAnswer as e:
+            if self.recover is None:
+                raise
+            done = self.recover()
+            if done is None:
+                raise
+            if self.log:
+                self.log(f"# {where} did not answer HELLO ({e.message}); {done}, asking again")
+            return session.hello()
 
     # -- verbs -------------------------------------------------------------------------------------
     def do_profile(self, *, model_path, port: str | None = None, baud: int | None = None, runs: int = 200,

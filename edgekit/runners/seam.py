@@ -37,6 +37,9 @@ INSTALL_HINTS = {
     "scp": "apt-get install openssh-client",
     "qemu-system-arm": "apt-get install qemu-system-arm",
     "arm-none-eabi-gcc": "apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi",
+    "labgrid-client": "install labgrid in an environment of its own (pipx install labgrid; it brings a pyserial "
+                      "fork that must not replace pyserial beside edgekit) and put labgrid-client on PATH or "
+                      "in EDGEKIT_LABGRID_CLIENT",
 }
 
 # Other names a program is installed under (tried in order when the first is not on PATH).
@@ -141,3 +144,94 @@ def run_tool(argv: Sequence[str], *, dry_run: bool = False, timeout: float = DEF
                          tool=tool, returncode=proc.returncode, output_tail=tail, command=quote(argv),
                          output=out[-FULL_OUTPUT_MAX_CHARS:])
     return ToolResult(argv, proc.returncode, out)
+
+
+INTERRUPT_GRACE_S = 20.0
+
+
+def run_parallel(argvs: Sequence[Sequence[str]], *, jobs: int | None = None, timeout: float = DEFAULT_TIMEOUT_S,
+                 log: LogFn | None = None, env: Mapping[str, str] | None = None,
+                 on_done: Callable[[int, ToolResult], None] | None = None,
+                 grace_s: float = INTERRUPT_GRACE_S) -> list[ToolResult]:
+    """Run several programs at once (at most ``jobs`` at a time), each bounded by ``timeout``.
+
+    Unlike :func:`run_tool` a non-zero exit is not raised: each :class:`ToolResult` carries its code
+    (-1: did not finish in time). A program past its time, and every program when the caller is
+    interrupted (Ctrl-C), first gets SIGINT, so it can clean up (release what it holds), then
+    SIGKILL after ``grace_s``. ``on_done(index, result)`` is called as each one ends.
+    """
+    import tempfile
+    import time
+
+    argvs = [[str(a) for a in argv] for argv in argvs]
+    jobs = max(1, jobs or len(argvs) or 1)
+    full_env = None
+    if env is not None:
+        full_env = dict(os.environ)
+        full_env.update(env)
+    results: list[ToolResult | None] = [None] * len(argvs)
+    running: dict[int, tuple[subprocess.Popen, object, float]] = {}
+    pending = list(range(len(argvs)))
+
+    def start(i: int) -> None:
+        argv = argvs[i]
+        if log is not None:
+            log(f"$ {quote(argv)}")
+        path = which(argv[0]) if os.sep not in argv[0] else (argv[0] if os.access(argv[0], os.X_OK) else None)
+        if path is None:
+            raise ToolMissing(f"{argv[0]} is not installed (not found on PATH)",
+                              hint=INSTALL_HINTS.get(os.path.basename(argv[0]), f"install {argv[0]}"), tool=argv[0])
+        out = tempfile.TemporaryFile()
+        proc = subprocess.Popen([path, *argv[1:]], env=full_env, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        running[i] = (proc, out, time.monotonic() + timeout)
+
+    def finish(i: int, code: int) -> None:
+        proc, out, _ = running.pop(i)
+        out.seek(0)
+        text = out.read().decode("utf-8", "replace")
+        out.close()
+        results[i] = ToolResult(argvs[i], code, text)
+        if on_done is not None:
+            on_done(i, results[i])
+
+    def stop(i: int) -> int:
+        """SIGINT to the program's group, SIGKILL after the grace time; its exit code."""
+        proc = running[i][0]
+        try:
+            os.killpg(proc.pid, signal.SIGINT)
+        except OSError:
+            pass
+        try:
+            return proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            return proc.wait(timeout=5.0)
+
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                start(pending.pop(0))
+            for i in list(running):
+                proc, _, deadline = running[i]
+                code = proc.poll()
+                if code is not None:
+                    finish(i, code)
+                elif time.monotonic() > deadline:
+                    stop(i)
+                    finish(i, -1)
+            time.sleep(0.05)
+    except BaseException:
+        for i in list(running):          # Ctrl-C: every program gets to clean up, all at once
+            try:
+                os.killpg(running[i][0].pid, signal.SIGINT)
+            except OSError:
+                pass
+        for i in list(running):
+            try:
+                running[i][0].wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                _kill_group(running[i][0])
+            running.pop(i)[1].close()
+        raise
+    return [r for r in results if r is not None]

@@ -102,7 +102,9 @@ def test_every_command_has_a_schema_and_every_json_document_carries_it(tmp_path,
     from edgekit import schemas
     from edgekit.cli.main import app, main
 
-    names = set(get_command(app).commands)
+    names = set()
+    for name, cmd in get_command(app).commands.items():     # a group's commands are "group sub"
+        names |= {f"{name} {sub}" for sub in cmd.commands} if hasattr(cmd, "commands") else {name}
     assert names == set(schemas.BY_COMMAND), "a command without a schema name in edgekit.schemas (or the reverse)"
     model = tmp_path / "m.tflite"
     model.write_bytes(tiny_models["int8_cnn_per_tensor"])
