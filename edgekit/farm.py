@@ -552,6 +552,17 @@ def _row(place: Place, result, doc: dict | None, path) -> dict[str, Any]:
     return row
 
 
+def _options_for(board_id: str, options: dict | None) -> dict:
+    """The runner options a place's board takes (a farm's places may have different runners)."""
+    if not options:
+        return {}
+    from edgekit.boards import load_board
+    from edgekit.runners import get_runner
+
+    known = {o.name for o in get_runner(load_board(board_id).runner).options_spec()}
+    return {k: v for k, v in options.items() if k in known}
+
+
 def farm_profile(model_path, *, places: list[str] | None = None, match: str | None = None, out_dir,
                  coordinator: str | None = None, runs: int = 200, warmup: int = 10, jobs: int | None = None,
                  options: dict | None = None, float_baseline: bool = True, timeout_s: float = FARM_PLACE_TIMEOUT_S,
@@ -590,7 +601,7 @@ def farm_profile(model_path, *, places: list[str] | None = None, match: str | No
                 "--out", str((out / f"{p.name}.json").resolve())]
         if not float_baseline:
             argv.append("--no-float-baseline")
-        for key, value in (options or {}).items():
+        for key, value in _options_for(p.board_id, options).items():
             argv += ["--opt", f"{key}={value}"]
         argvs.append(argv)
     rows: list[dict | None] = [None] * len(ready)
