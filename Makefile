@@ -21,9 +21,17 @@ export EDGEKIT_TFLM_SRC := $(subst $(eval) ,:,$(strip $(TFLM_TREES)))
 endif
 endif
 
-.PHONY: setup system-packages demo test test-fast bench clean
+# labgrid (board farms, docs/farm.md) lives in a virtualenv of its own: it depends on pyserial-labgrid, a
+# fork that installs the same `serial` module as pyserial and would replace it in .venv. edgekit drives
+# its labgrid-client program; the tests also run its coordinator and exporter from there.
+LG_VENV  ?= .venv-labgrid
+LABGRID  ?= labgrid==26.0.1
+LG_STAMP := $(LG_VENV)/.edgekit-installed
+export EDGEKIT_LABGRID_CLIENT ?= $(abspath $(LG_VENV))/bin/labgrid-client
 
-setup: $(STAMP) $(APT_STAMP)
+.PHONY: setup system-packages labgrid demo test test-fast bench clean
+
+setup: $(STAMP) $(APT_STAMP) $(LG_STAMP)
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +47,13 @@ $(APT_STAMP): tools/apt-packages.txt $(VENV)/bin/python
 	touch $@
 
 system-packages: $(APT_STAMP)
+
+$(LG_STAMP):
+	$(PYTHON) -m venv $(LG_VENV)
+	$(LG_VENV)/bin/pip install --quiet '$(LABGRID)'
+	touch $@
+
+labgrid: $(LG_STAMP)
 
 demo: setup
 	$(PY) examples/digits/run.py --out build/digits

@@ -593,6 +593,12 @@ def farm_profile(model_path, *, places: list[str] | None = None, match: str | No
     lg = Labgrid(coordinator, log=log, tool=tool)
     chosen = select_places(lg.places(), places, match)
     ready, skipped = check_places(lg, chosen, skip_busy=places is None)
+    if options:
+        taken = set().union(*(_options_for(p.board_id, options) for p in ready))
+        unknown = sorted(set(options) - taken)
+        if unknown:
+            raise UsageError(f"no place's runner takes the option {', '.join(unknown)}",
+                             hint="`edgekit boards B` lists a board's runner options")
     ensure_dir(out)
     argvs = []
     for p in ready:

@@ -40,6 +40,10 @@ def _print_profile(out: Output, data: dict) -> None:
             f"({dev['firmware_version']}), {data['runs']} runs after {data['warmup']} warm-up")
     if timing.get("label"):
         c.print(f"[dim]numbers:[/] {timing['label']}")
+    place = data.get("place")
+    if place:
+        c.print(f"[dim]place:[/] {place['place']} on {place['coordinator']} ({place['port']})"
+                + (f"; {', '.join(place['resets'])}" if place.get("resets") else ""))
     if data["board"].get("notes"):
         c.print(f"[yellow]note:[/] {data['board']['notes']}")
     keys = ("mean", "median", "p90", "p99", "min", "max", "std")
