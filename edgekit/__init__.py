@@ -45,6 +45,8 @@ _LAZY = {
     "find_devices": "edgekit.ports:find_devices",
     "doctor": "edgekit.diagnostics:doctor",
     "render_project": "edgekit.exporters.firmware:render_project",
+    "farm": "edgekit.farm",
+    "farm_profile": "edgekit.farm:farm_profile",
 }
 
 __all__ = ["__version__", *_LAZY]
