@@ -67,6 +67,16 @@ class ConversionError(EdgekitError):
     exit_code = 6
 
 
+class RuntimeFailed(ConversionError):
+    """A host runtime (LiteRT, TFLM) in its child process answered a request with an error: it refused
+    the model or failed on it. ``kind`` says how (invalid | no_model | failed); ``stderr`` is what the
+    child printed meanwhile."""
+
+    def __init__(self, message: str, *, hint: str | None = None, kind: str = "failed", **context):
+        super().__init__(message, hint=hint, kind=kind, **context)
+        self.kind = kind
+
+
 class RecipeError(UsageError):
     """A recipe YAML file with unknown keys, wrong types or out-of-range values."""
 
@@ -121,6 +131,11 @@ class NativeCrash(EdgekitError):
     """A native runtime crashed in its child process (the model is rejected; edgekit lives on)."""
 
     exit_code = 13
+
+
+class NativeTimeout(NativeCrash):
+    """A native runtime in its child process did not answer within its deadline (it spins or hangs on
+    this model); the child was killed."""
 
 
 class Interrupted(EdgekitError):
