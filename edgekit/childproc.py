@@ -288,6 +288,10 @@ class ChildProcess:
                         else f"exited with code {code} during '{op}'" if code
                         else f"exited without answering '{op}'")
                 raise self._failure(what) from e
+            except BaseException:               # Ctrl-C mid-request: a half-sent frame must not stay
+                self._kill(proc)
+                self.close()
+                raise
             stderr = self._read_stderr(err)
             if isinstance(reply, dict) and reply.get("error"):
                 from edgekit.errors import RuntimeFailed, RuntimeMissing

@@ -157,7 +157,7 @@ EXIT_CODES = {
     10: "validation failed (device disagrees with host)",
     11: "output cannot be written",
     12: "optional Python dependency missing",
-    13: "a native runtime crashed on this model",
+    13: "a native runtime crashed or hung on this model",
     130: "interrupted",
 }
 # the same codes in a word or two, for `edgekit --help` (docs/cli.md has the long table; a test keeps

@@ -130,6 +130,26 @@ def test_a_hanging_child_is_killed_at_its_deadline(child):
     assert proc.poll() is not None and proc.returncode < 0    # killed, not left running
 
 
+def test_ctrl_c_mid_request_kills_the_child_and_the_next_request_starts_afresh(child):
+    import signal
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    child.request({"op": "echo", "value": 0}, 30)
+    proc = child._proc
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(KeyboardInterrupt):
+            child.request({"op": "hang"}, 30)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert proc.poll() is not None and not child.running
+    assert child.request({"op": "echo", "value": 2}, 30)["value"] == 2
+
+
 def test_a_child_that_never_reads_its_request_times_out_too(monkeypatch):
     monkeypatch.setenv("EK_TEST_CHILD_RAW", "deaf")
     t0 = time.monotonic()
