@@ -67,6 +67,16 @@ class ConversionError(EdgekitError):
     exit_code = 6
 
 
+class RuntimeFailed(ConversionError):
+    """A host runtime (LiteRT, TFLM) in its child process answered a request with an error: it refused
+    the model or failed on it. ``kind`` says how (invalid | no_model | failed); ``stderr`` is what the
+    child printed meanwhile."""
+
+    def __init__(self, message: str, *, hint: str | None = None, kind: str = "failed", **context):
+        super().__init__(message, hint=hint, kind=kind, **context)
+        self.kind = kind
+
+
 class RecipeError(UsageError):
     """A recipe YAML file with unknown keys, wrong types or out-of-range values."""
 
@@ -123,6 +133,11 @@ class NativeCrash(EdgekitError):
     exit_code = 13
 
 
+class NativeTimeout(NativeCrash):
+    """A native runtime in its child process did not answer within its deadline (it spins or hangs on
+    this model); the child was killed."""
+
+
 class FarmError(EdgekitError):
     """A board farm (labgrid) problem: coordinator unreachable, place unknown, held by someone else,
     without a serial port, or a place of a farm run that failed."""
@@ -173,7 +188,7 @@ EXIT_CODES = {
     10: "validation failed (device disagrees with host)",
     11: "output cannot be written",
     12: "optional Python dependency missing",
-    13: "a native runtime crashed on this model",
+    13: "a native runtime crashed or hung on this model",
     14: "board farm: coordinator unreachable, place unknown, busy or unusable, or a place of a farm run failed",
     130: "interrupted",
 }

@@ -199,8 +199,6 @@ class VirtualBoard:
     def _activate(self, model: bytes) -> None:
         """Load ``model`` into the TFLM worker; raises _Refused(MODEL_INVALID) if it is refused."""
         from edgekit.errors import EdgekitError
-        from edgekit.model.tflm_worker import WorkerError
-
         from edgekit.model.tflm_host import model_macs
 
         self.model, self.model_sha, self.io, self.arena_used = None, fr.ZERO_HASH, None, 0
@@ -209,7 +207,7 @@ class VirtualBoard:
         self._model_macs = 64 * len(model)
         try:
             info = self._worker.load(model, self.arena_bytes, timeout_s=self._worker_bound(model, builds=2))
-        except (WorkerError, EdgekitError) as e:
+        except EdgekitError as e:
             raise _Refused(ErrCode.MODEL_INVALID, str(e)[:200]) from e
         self._model_macs = model_macs(model)
         in_bytes = sum(d["nbytes"] for d in info["inputs"])
@@ -361,11 +359,10 @@ class VirtualBoard:
 
     def _run(self, request) -> dict:
         from edgekit.errors import EdgekitError
-        from edgekit.model.tflm_worker import WorkerError
 
         try:
             return request()
-        except (WorkerError, EdgekitError) as e:
+        except EdgekitError as e:
             if self._worker is not None and self.model is not None:
                 # the worker may have died: bring the model back for the next request
                 try:

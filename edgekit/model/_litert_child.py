@@ -1,26 +1,22 @@
 """Child-process side of edgekit.model.load.litert_build: LiteRT verifier + interpreter build.
 
-Serves requests until stdin closes: each request is an 8-byte little-endian length and the model
-bytes; each reply a 4-byte little-endian length and a JSON object
-{"status": "ok"} | {"status": "invalid" | "objection" | "missing", "message": "..."}.
+Serves requests through edgekit.childproc until stdin closes: each request is
+{"op": "verify", "model": bytes}, each reply {"status": "ok"} | {"status": "invalid" | "objection",
+"message": "..."} (without ai-edge-litert: the ImportError, which the parent reports as missing).
 LiteRT's interpreter build can crash the process on some crafted flatbuffers, so it never runs in
-edgekit's own process; the parent starts a fresh child after a crash. Imports nothing from edgekit.
+edgekit's own process; the parent starts a fresh child after a crash. Imports nothing else from edgekit.
 """
 from __future__ import annotations
 
-import json
-import os
-import struct
-import sys
+from edgekit.childproc import serve
 
 _VERIFIER_MESSAGE = "not a valid Flatbuffer"
 
 
-def _check(data: bytes) -> dict:
-    try:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    except ImportError as e:
-        return {"status": "missing", "message": str(e)}
+def _check(request: dict) -> dict:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    data = request["model"]
     try:
         Interpreter(model_content=data,
                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
@@ -31,31 +27,8 @@ def _check(data: bytes) -> dict:
     return {"status": "ok"}
 
 
-def _read_exact(fd: int, n: int) -> bytes | None:
-    chunks, got = [], 0
-    while got < n:
-        chunk = os.read(fd, min(n - got, 1 << 20))
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
-
-
 def main() -> None:
-    reply_fd = os.dup(1)
-    os.dup2(2, 1)                       # native prints must not reach the reply channel
-    in_fd = sys.stdin.fileno()
-    while True:
-        head = _read_exact(in_fd, 8)
-        if head is None:
-            return
-        data = _read_exact(in_fd, struct.unpack("<Q", head)[0])
-        if data is None:
-            return
-        reply = json.dumps(_check(data)).encode("utf-8")
-        sys.stdout.flush()
-        os.write(reply_fd, struct.pack("<I", len(reply)) + reply)
+    serve(_check)
 
 
 if __name__ == "__main__":

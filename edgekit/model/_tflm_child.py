@@ -1,14 +1,13 @@
-"""Child-process side of edgekit.model.tflm_host. Reads a pickled request on stdin, writes a reply.
+"""Child-process side of edgekit.model.tflm_host: answers requests through edgekit.childproc.serve.
 
-Kept free of edgekit imports beyond numpy so it starts fast. Arena reports from TFLM's
+Kept free of edgekit imports beyond numpy and childproc so it starts fast. Arena reports from TFLM's
 RecordingMicroAllocator go to the C-level stderr; the parent parses them.
 """
 from __future__ import annotations
 
-import os
-import pickle
 import sys
-import traceback
+
+from edgekit.childproc import serve
 
 
 def _details(d: dict) -> dict:
@@ -160,24 +159,7 @@ OPS = {"invoke": op_invoke, "arena": op_arena, "probe": op_probe}
 
 
 def main() -> None:
-    out = sys.stdout.buffer
-    # Keep native prints off the reply channel: fd 1 -> stderr while we work.
-    reply_fd = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        req = pickle.load(sys.stdin.buffer)
-        try:
-            reply = OPS[req["op"]](req)
-        except ImportError as e:
-            reply = {"error": f"tflite-micro is not importable: {e}", "kind": "missing"}
-        except Exception as e:  # noqa: BLE001 - reported to the parent as a clear error
-            reply = {"error": f"{type(e).__name__}: {e}".strip(), "trace": traceback.format_exc()}
-    finally:
-        sys.stdout.flush()
-        os.dup2(reply_fd, 1)
-    out = os.fdopen(1, "wb")
-    out.write(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
-    out.flush()
+    serve(lambda request: OPS[request["op"]](request))
 
 
 if __name__ == "__main__":

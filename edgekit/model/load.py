@@ -17,26 +17,18 @@ not run here.
 Random single-byte mutations never crashed the interpreter build, but overwriting 32-bit fields with
 boundary values (0x7fffffff, 0xffffffff, ...) did (SIGSEGV inside ``Interpreter(model_content=)``,
 about one model in a few thousand). So the build runs in a child process
-(edgekit.model._litert_child, one long-lived child per process, restarted after a crash; a
-check costs milliseconds), as does everything that runs kernels (TFLM,
+(edgekit.model._litert_child through edgekit.childproc, one long-lived child per process, restarted
+after a crash; a check costs milliseconds), as does everything that runs kernels (TFLM,
 edgekit.model.tflm_host). A crash there is a NativeCrash error; edgekit itself lives on.
 """
 from __future__ import annotations
 
-import atexit
-import json
 import os
-import select
-import signal
-import struct
-import subprocess
-import sys
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgekit.errors import InputFileError, ModelFormatError, NativeCrash, RuntimeMissing
+from edgekit.childproc import ChildProcess
+from edgekit.errors import InputFileError, ModelFormatError
 
 TFLITE_IDENTIFIER = b"TFL3"
 # Smallest buffer that can hold a root offset, the identifier and a table: anything shorter is junk.
@@ -122,92 +114,12 @@ def check_identifier(data: bytes, source: str = "<bytes>") -> None:
         raise ModelFormatError(f"{source} is {len(data)} bytes; TFLite flatbuffers are at most 2 GiB")
 
 
-class _LiteRTWorker:
-    """One long-lived ``python -m edgekit.model._litert_child`` per edgekit process, started on first
-    use and again after a crash, so verifying a model costs milliseconds, not a process start."""
-
-    def __init__(self) -> None:
-        self._proc: subprocess.Popen | None = None
-        self._pid = 0
-        self._lock = threading.Lock()
-        self._atexit = False
-
-    def _start(self) -> subprocess.Popen:
-        env = dict(os.environ)
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        self._proc = subprocess.Popen([sys.executable, "-m", "edgekit.model._litert_child"],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.DEVNULL, env=env)
-        self._pid = os.getpid()
-        if not self._atexit:
-            atexit.register(self.close)
-            self._atexit = True
-        return self._proc
-
-    def close(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or self._pid != os.getpid():
-            return
-        try:
-            proc.stdin.close()
-            proc.wait(timeout=2)
-        except (OSError, subprocess.TimeoutExpired):
-            proc.kill()
-            proc.wait()
-
-    def _crashed(self, proc: subprocess.Popen, timed_out: bool, timeout_s: float) -> NativeCrash:
-        self._proc = None
-        if timed_out:
-            proc.kill()
-            proc.wait()
-            return NativeCrash(f"LiteRT did not finish verifying the model within {timeout_s:.0f} s",
-                               hint="the model is malformed or far too large")
-        try:
-            code = proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait()
-        try:
-            how = signal.Signals(-code).name if code < 0 else f"exit code {code}"
-        except ValueError:
-            how = f"signal {-code}"
-        return NativeCrash(f"LiteRT crashed ({how}) while verifying the model; it is malformed",
-                           hint="re-create the .tflite file; edgekit rejected it safely")
-
-    def _read(self, proc: subprocess.Popen, n: int, deadline: float) -> bytes | None:
-        fd, chunks, got = proc.stdout.fileno(), [], 0
-        while got < n:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                raise TimeoutError
-            chunk = os.read(fd, n - got)
-            if not chunk:
-                return None
-            chunks.append(chunk)
-            got += len(chunk)
-        return b"".join(chunks)
-
-    def check(self, data: bytes, timeout_s: float) -> dict:
-        with self._lock:
-            proc = self._proc
-            if proc is None or self._pid != os.getpid() or proc.poll() is not None:
-                proc = self._start()
-            deadline = time.monotonic() + timeout_s
-            try:
-                proc.stdin.write(struct.pack("<Q", len(data)) + data)
-                proc.stdin.flush()
-                head = self._read(proc, 4, deadline)
-                body = None if head is None else self._read(proc, struct.unpack("<I", head)[0], deadline)
-            except TimeoutError:
-                raise self._crashed(proc, True, timeout_s) from None
-            except OSError:                       # broken pipe: it died while reading the model
-                head = body = None
-            if body is None:
-                raise self._crashed(proc, False, timeout_s)
-            return json.loads(body.decode("utf-8"))
-
-
-_WORKER = _LiteRTWorker()
+# One long-lived LiteRT child per edgekit process, started on first use and again after a crash, so
+# verifying a model costs milliseconds, not a process start.
+_LITERT = ChildProcess("edgekit.model._litert_child", name="LiteRT",
+                       crash_hint="the model is malformed; re-create the .tflite file (edgekit rejected it "
+                                  "safely)",
+                       timeout_hint="the model is malformed or far too large")
 
 
 def litert_build(data: bytes, *, timeout_s: float | None = None) -> str | None:
@@ -217,15 +129,13 @@ def litert_build(data: bytes, *, timeout_s: float | None = None) -> str | None:
     flatbuffer can crash LiteRT's interpreter build natively, which must not take edgekit down.
     Returns None when LiteRT builds it, or LiteRT's objection (a one-line string) when the flatbuffer
     is valid but LiteRT refuses to build an interpreter. Raises ModelFormatError when the verifier
-    rejects the flatbuffer, NativeCrash when LiteRT crashed or hung on it.
+    rejects the flatbuffer, NativeCrash when LiteRT crashed (NativeTimeout: hung) on it, RuntimeMissing
+    without ai-edge-litert.
     """
     if timeout_s is None:
         timeout_s = 30.0 + len(data) / 20e6          # generous: verification runs at ~100 MB/s
-    reply = _WORKER.check(bytes(data), timeout_s)
+    reply = _LITERT.request({"op": "verify", "model": bytes(data)}, timeout_s)
     status = reply.get("status")
-    if status == "missing":
-        raise RuntimeMissing(f"ai-edge-litert is not installed ({reply.get('message')})",
-                             hint="pip install 'edgekit[runtime]'")
     if status == "invalid":
         raise ModelFormatError("the model failed flatbuffer verification (truncated or corrupt)",
                                hint="re-create or re-download the .tflite file")

@@ -1,22 +1,19 @@
 """The host TFLM runtime (tflite-micro's Python interpreter), always in a child process.
 
 TFLM does not verify models, so a bad flatbuffer can crash the process that runs it. Every call here
-runs ``python -m edgekit.model._tflm_child`` with a pickled request on stdin and reads a pickled
-reply on stdout; a crash (signal), a hang (timeout) or an error becomes an EdgekitError in the parent.
-Callers must still pass only bytes that the LiteRT verifier accepted (edgekit.model.load).
+sends one request to a fresh ``python -m edgekit.model._tflm_child`` (edgekit.childproc); a crash
+(NativeCrash), a hang (NativeTimeout, after the bound below) or an error (RuntimeFailed) becomes an
+EdgekitError in the parent. Callers must still pass only bytes that the LiteRT verifier accepted
+(edgekit.model.load).
 """
 from __future__ import annotations
 
-import os
-import pickle
-import signal
-import subprocess
-import sys
 from typing import Any, Sequence
 
 import numpy as np
 
-from edgekit.errors import ConversionError, NativeCrash, RuntimeMissing
+from edgekit.childproc import run_once
+from edgekit.errors import NativeCrash, NativeTimeout
 
 # Timeouts scale with the model instead of being fixed, so that a child spinning on a malformed model
 # is stopped within seconds while a real model on a slow CI machine never meets its bound. Measured
@@ -56,40 +53,17 @@ def child_timeout_s(model: bytes, *, builds: int = 1, invokes: int = 1, macs: in
     return min(bound, MAX_TIMEOUT_S)
 
 
+CHILD = {"name": "TFLM", "crash_hint": "the model is malformed or uses features TFLM does not support",
+         "timeout_hint": "the model may be malformed or far too large for a microcontroller"}
+
+
 def call_child(request: dict[str, Any], timeout_s: float | None = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
     """Run one request in a fresh child; return its reply dict (with 'stderr' text added). The child
     is killed when it has not answered within ``timeout_s`` (see child_timeout_s)."""
     if timeout_s is None:
         timeout_s = child_timeout_s(request["model"]) if "model" in request else DEFAULT_TIMEOUT_S
-    env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "edgekit.model._tflm_child"],
-            input=pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL),
-            capture_output=True, timeout=timeout_s, env=env,
-        )
-    except subprocess.TimeoutExpired as e:
-        raise NativeCrash(f"the TFLM host runtime did not finish within {timeout_s:.1f} s (the bound for "
-                          "this model's size and MACs); it was stopped",
-                          hint="the model may be malformed or far too large for a microcontroller") from e
-    stderr = proc.stderr.decode("utf-8", "replace")
-    if proc.returncode < 0:
-        sig = signal.Signals(-proc.returncode).name
-        raise NativeCrash(f"the TFLM host runtime crashed ({sig}) on this model",
-                          hint="the model is malformed or uses features TFLM does not support",
-                          stderr=stderr)
-    try:
-        reply = pickle.loads(proc.stdout)
-    except Exception as e:  # noqa: BLE001 - anything unreadable is a broken child
-        last = stderr.strip().splitlines()[-1:] or ["no output"]
-        raise NativeCrash(f"the TFLM host runtime failed: {last[0]}", stderr=stderr) from e
+    reply, stderr = run_once("edgekit.model._tflm_child", request, timeout_s, **CHILD)
     reply["stderr"] = stderr
-    if reply.get("error"):
-        kind = reply.get("kind")
-        if kind == "missing":
-            raise RuntimeMissing(reply["error"], hint="pip install tflite-micro")
-        raise ConversionError(f"TFLM: {reply['error']}", stderr=stderr)
     return reply
 
 
@@ -156,6 +130,8 @@ def try_arena(model: bytes, arena_bytes: int, *, alt_decompression_bytes: int = 
     try:
         reply = call_child({"op": "probe", "model": bytes(model), "arena_bytes": int(arena_bytes),
                             "alt_decompression_bytes": int(alt_decompression_bytes)}, timeout_s)
+    except NativeTimeout:
+        raise                                   # a hang is not "too small": the bound was met
     except NativeCrash as e:
         if "@@probe" in e.context.get("stderr", ""):
             return False
@@ -191,6 +167,8 @@ def measure_arena(model: bytes, *, alt_decompression_bytes: int = 0,
                    "alt_decompression_bytes": int(alt_decompression_bytes), "known_fail": sorted(crashed)}
         try:
             reply = call_child(request, timeout_s=timeout_s)
+        except NativeTimeout:
+            raise                               # a hang is not a crash at one size: do not retry
         except NativeCrash as e:
             stderr = e.context.get("stderr", "")
             results, in_flight = _probe_log(stderr)

@@ -34,7 +34,7 @@ from pathlib import Path
 from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
-from edgekit.errors import DeviceError, ToolFailed, ToolMissing
+from edgekit.errors import DeviceError, ToolFailed
 from edgekit.runners import seam
 from edgekit.runners.base import BuildResult, Capabilities, RunnerOption
 from edgekit.runners.link import LinkRunner
@@ -76,14 +76,6 @@ def _sources_digest(folders: Sequence[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-def _require(tool: str) -> str:
-    path = seam.which(tool)
-    if path is None:
-        raise ToolMissing(f"{tool} is not installed (not found on PATH)",
-                          hint=seam.INSTALL_HINTS.get(tool, f"install {tool} and put it on PATH"), tool=tool)
-    return path
-
-
 def build_test_firmware(out_dir: str | os.PathLike | None = None, *, tool: ToolFn = seam.run_tool,
                         log: LogFn | None = None, dry_run: bool = False,
                         make_vars: dict[str, str] | None = None) -> Path:
@@ -94,7 +86,7 @@ def build_test_firmware(out_dir: str | os.PathLike | None = None, *, tool: ToolF
     """
     fw_dir = firmware_templates_dir() / "qemu-m4"
     if not dry_run:
-        _require(CROSS_GCC)
+        seam.require(CROSS_GCC)
     if out_dir is None:
         digest = _sources_digest([fw_dir, fw_dir.parent / "core"])
         from edgekit.resources import cache_dir
@@ -128,17 +120,16 @@ def build_host_core(out_dir: str | os.PathLike, *, sanitize: bool = True, define
     return binary
 
 
-def _wait_for_line(path: Path, pattern: re.Pattern, proc: subprocess.Popen, timeout_s: float,
-                   what: str) -> re.Match:
+def _wait_for_line(tool: seam.RunningTool, pattern: re.Pattern, timeout_s: float, what: str) -> re.Match:
     deadline = time.monotonic() + timeout_s
     while True:
-        text = path.read_text(errors="replace") if path.exists() else ""
+        text = tool.output()
         m = pattern.search(text)
         if m:
             return m
-        if proc.poll() is not None:
+        if not tool.running:
             tail = "\n".join(text.strip().splitlines()[-5:]) or "no output"
-            raise ToolFailed(f"{what} exited with code {proc.returncode} before it was ready: "
+            raise ToolFailed(f"{what} exited with code {tool.proc.returncode} before it was ready: "
                              f"{tail.splitlines()[-1] if tail else ''}", hint=f"its output ends with:\n{tail}")
         if time.monotonic() > deadline:
             raise ToolFailed(f"{what} did not report its pty within {timeout_s:.0f} s",
@@ -147,13 +138,15 @@ def _wait_for_line(path: Path, pattern: re.Pattern, proc: subprocess.Popen, time
 
 
 class _Process:
-    """A long-running helper program (QEMU, the host core) with its output in a log file."""
+    """A long-running helper program (QEMU, the host core), started through the seam
+    (:func:`edgekit.runners.seam.start_tool`: logged, dry run) with its output in a log file."""
 
     name = "process"
 
-    def __init__(self, *, log: LogFn | None = None):
+    def __init__(self, *, log: LogFn | None = None, dry_run: bool = False):
         self.log = log or (lambda message: None)
-        self.proc: subprocess.Popen | None = None
+        self.dry_run = dry_run
+        self.tool: seam.RunningTool | None = None
         self.workdir: Path | None = None
         self.port: str | None = None
         self._keeper: int | None = None
@@ -172,6 +165,9 @@ class _Process:
 
         from edgekit.link import frames as fr
 
+        if self.dry_run:
+            self._after_open()
+            return None
         if self.port is None:
             raise DeviceError(f"{self.name} is not started", hint="call start() first")
         fd = os.open(self.port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
@@ -212,26 +208,32 @@ class _Process:
             os.close(self._keeper)
             self._keeper = None
 
-    def _spawn(self, argv: list[str]) -> None:
+    def _make_workdir(self) -> Path:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"edgekit-{self.name}-"))
-        self.log(f"$ {seam.quote(argv)}")
-        with open(self.workdir / "output.log", "wb") as out:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+        return self.workdir
+
+    def _spawn(self, argv: list[str]) -> seam.RunningTool:
+        """Start ``argv`` through the seam, its output in the work folder (made unless it exists)."""
+        workdir = self.workdir or self._make_workdir()
+        try:
+            self.tool = seam.start_tool(argv, output=workdir / "output.log", log=self.log, dry_run=self.dry_run)
+        except BaseException:
+            self._cleanup()
+            raise
+        if self.dry_run:
+            self._cleanup()
+        return self.tool
+
+    @property
+    def proc(self) -> subprocess.Popen | None:
+        return self.tool.proc if self.tool is not None else None
 
     def output(self) -> str:
-        if self.workdir is None or not (self.workdir / "output.log").exists():
-            return ""
-        return (self.workdir / "output.log").read_text(errors="replace")
+        return self.tool.output() if self.tool is not None else ""
 
     def _terminate(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=STOP_TIMEOUT_S)
+        if self.tool is not None:
+            self.tool.stop(STOP_TIMEOUT_S)
 
     def _cleanup(self) -> None:
         if self.workdir is not None:
@@ -240,7 +242,7 @@ class _Process:
 
     @property
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.tool is not None and self.tool.running
 
     def __enter__(self):
         return self
@@ -266,13 +268,16 @@ class QemuMachine(_Process):
                 ...
 
     (or open the port yourself and call ``resume()``: the boot HELLO then arrives on your port).
+    With ``dry_run`` it logs the QEMU command and the monitor's ``cont`` and starts nothing (``start``
+    and ``boot`` return None).
     """
 
     name = "qemu"
 
     def __init__(self, elf: str | os.PathLike, *, qemu: str = QEMU, log: LogFn | None = None,
-                 boot_timeout_s: float = BOOT_TIMEOUT_S, extra_args: Sequence[str] = (), icount: bool = False):
-        super().__init__(log=log)
+                 boot_timeout_s: float = BOOT_TIMEOUT_S, extra_args: Sequence[str] = (), icount: bool = False,
+                 dry_run: bool = False):
+        super().__init__(log=log, dry_run=dry_run)
         self.elf = Path(elf)
         self.qemu = qemu
         self.boot_timeout_s = boot_timeout_s
@@ -289,20 +294,19 @@ class QemuMachine(_Process):
                 "-device", f"loader,addr={BOOT_SEED_ADDR:#x},data={self.seed:#x},data-len=4",
                 "-monitor", f"unix:{monitor_path},server=on,wait=off", "-S", *self.extra_args]
 
-    def start(self) -> str:
-        """Start QEMU halted; return the pty path of UART0."""
-        qemu = _require(self.qemu)
-        if not self.elf.is_file():
-            raise ToolFailed(f"no firmware at {self.elf}", hint="build it first (QemuRunner.build_for or build_test_firmware)")
-        self.workdir = Path(tempfile.mkdtemp(prefix="edgekit-qemu-"))
-        sock = self.workdir / "monitor.sock"
-        argv = [qemu] + self.command(str(sock))[1:]
-        self.log(f"$ {seam.quote(argv)}")
-        with open(self.workdir / "output.log", "wb") as out:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+    def start(self) -> str | None:
+        """Start QEMU halted; return the pty path of UART0 (None in a dry run)."""
+        if not self.dry_run:
+            seam.require(self.qemu)
+            if not self.elf.is_file():
+                raise ToolFailed(f"no firmware at {self.elf}",
+                                 hint="build it first (QemuRunner.build_for or build_test_firmware)")
+        sock = self._make_workdir() / "monitor.sock"
+        tool = self._spawn(self.command(str(sock)))
+        if self.dry_run:
+            return None
         try:
-            m = _wait_for_line(self.workdir / "output.log", _PTY_LINE, self.proc, self.boot_timeout_s, "QEMU")
+            m = _wait_for_line(tool, _PTY_LINE, self.boot_timeout_s, "QEMU")
             self.port = m.group(1)
             self._connect_monitor(sock)
         except BaseException:
@@ -345,6 +349,9 @@ class QemuMachine(_Process):
 
     def monitor(self, command: str) -> str:
         """Run one human-monitor command (``cont``, ``system_reset``, ``info registers``...)."""
+        if self.dry_run:
+            self.log(f"$ (qemu monitor) {command}")
+            return ""
         if self._mon is None:
             raise DeviceError("QEMU is not running", hint="start() it first")
         self.log(f"$ (qemu monitor) {command}")
@@ -427,10 +434,9 @@ class HostCoreProcess(_Process):
 
     def start(self) -> str:
         """Start it; return the pty path. It sends its boot HELLO once the pty is opened."""
-        self._spawn([str(self.binary), "--pty", "--wait-open", str(int(self.boot_timeout_s) + 1), *self.args])
+        tool = self._spawn([str(self.binary), "--pty", "--wait-open", str(int(self.boot_timeout_s) + 1), *self.args])
         try:
-            m = _wait_for_line(self.workdir / "output.log", self._PTY, self.proc, self.boot_timeout_s,
-                               self.binary.name)
+            m = _wait_for_line(tool, self._PTY, self.boot_timeout_s, self.binary.name)
         except BaseException:
             self.stop()
             raise
@@ -576,7 +582,7 @@ class QemuRunner(LinkRunner):
     # -- running -------------------------------------------------------------------------------------
     def start_machine(self, elf: Path) -> QemuMachine:
         """Start QEMU (halted) on ``elf`` and boot it; the caller stops it."""
-        machine = QemuMachine(elf, log=self.log, icount=self.options["firmware"] == "tflm")
+        machine = QemuMachine(elf, log=self.log, icount=self.options["firmware"] == "tflm", dry_run=self.dry_run)
         machine.start()
         try:
             machine.boot_hello = machine.boot()

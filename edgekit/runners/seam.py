@@ -5,6 +5,11 @@ turns a program that is not installed into :class:`~edgekit.errors.ToolMissing` 
 and how to install it), a non-zero exit into :class:`~edgekit.errors.ToolFailed` (with the tail of
 its output), and never waits longer than ``timeout`` seconds. Tests patch this one function and
 assert the exact command lines.
+
+:func:`start_tool` is the same door for a program that keeps running while edgekit talks to it (QEMU,
+the host build of the device core): logged, dry run, ToolMissing alike; it returns a
+:class:`RunningTool` whose output goes to a file and whose :meth:`~RunningTool.stop` ends the program
+and everything it started, each step with a bounded wait.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import shutil
 import signal
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from edgekit.errors import ToolFailed, ToolMissing
@@ -41,6 +47,7 @@ INSTALL_HINTS = {
                       "fork that must not replace pyserial beside edgekit) and put labgrid-client on PATH or "
                       "in EDGEKIT_LABGRID_CLIENT",
 }
+INSTALL_HINTS["arm-none-eabi-g++"] = INSTALL_HINTS["arm-none-eabi-ar"] = INSTALL_HINTS["arm-none-eabi-gcc"]
 
 # Other names a program is installed under (tried in order when the first is not on PATH).
 ALTERNATIVE_NAMES = {
@@ -50,15 +57,19 @@ ALTERNATIVE_NAMES = {
 
 
 @dataclass
-class ToolResult:
+class _Command:
     argv: list[str]
-    returncode: int
-    output: str
-    dry_run: bool = False
 
     @property
     def command(self) -> str:
         return quote(self.argv)
+
+
+@dataclass
+class ToolResult(_Command):
+    returncode: int
+    output: str
+    dry_run: bool = False
 
 
 def quote(argv: Sequence[str]) -> str:
@@ -79,11 +90,39 @@ def _tail(text: str, lines: int = OUTPUT_TAIL_LINES) -> str:
     return "\n".join(kept[-lines:])
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, sig)
     except OSError:
-        proc.kill()
+        proc.send_signal(sig)
+
+
+def _announce(argv: Sequence[str], cwd, log: LogFn | None) -> list[str]:
+    """``argv`` as strings, after logging ``$ <quoted command>`` (with the folder it runs in)."""
+    argv = [str(a) for a in argv]
+    if not argv:
+        raise ValueError("the seam needs a program to run")
+    if log is not None:
+        log(f"$ (cd {shlex.quote(str(cwd))} && {quote(argv)})" if cwd else f"$ {quote(argv)}")
+    return argv
+
+
+def require(tool: str) -> str:
+    """The path of ``tool`` (a name on PATH, or a path to an executable); else ToolMissing."""
+    path = which(tool) if os.sep not in tool else (tool if os.access(tool, os.X_OK) else None)
+    if path is None:
+        raise ToolMissing(f"{tool} is not installed (not found on PATH)",
+                          hint=INSTALL_HINTS.get(os.path.basename(tool), f"install {tool} and put it on PATH"),
+                          tool=tool)
+    return path
+
+
+def _environment(env: Mapping[str, str] | None) -> dict[str, str] | None:
+    if env is None:
+        return None
+    full_env = dict(os.environ)
+    full_env.update(env)
+    return full_env
 
 
 def run_tool(argv: Sequence[str], *, dry_run: bool = False, timeout: float = DEFAULT_TIMEOUT_S,
@@ -94,28 +133,14 @@ def run_tool(argv: Sequence[str], *, dry_run: bool = False, timeout: float = DEF
     ``log`` receives ``$ <quoted command>`` before anything runs (and in dry-run mode that is all
     that happens). Raises ToolMissing / ToolFailed as described in the module docstring.
     """
-    argv = [str(a) for a in argv]
-    if not argv:
-        raise ValueError("run_tool needs a program to run")
-    prefix = f"(cd {shlex.quote(str(cwd))} && " if cwd else ""
-    suffix = ")" if cwd else ""
-    if log is not None:
-        log(f"$ {prefix}{quote(argv)}{suffix}")
+    argv = _announce(argv, cwd, log)
     if dry_run:
         return ToolResult(argv, 0, "", dry_run=True)
     tool = argv[0]
-    path = which(tool) if os.sep not in tool else (tool if os.access(tool, os.X_OK) else None)
-    if path is None:
-        raise ToolMissing(f"{tool} is not installed (not found on PATH)",
-                          hint=INSTALL_HINTS.get(os.path.basename(tool), f"install {tool} and put it on PATH"),
-                          tool=tool)
-    full_env = None
-    if env is not None:
-        full_env = dict(os.environ)
-        full_env.update(env)
+    path = require(tool)
     try:
         # Own process group, so a timeout also stops what the tool started (compilers, uploaders).
-        proc = subprocess.Popen([path, *argv[1:]], cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen([path, *argv[1:]], cwd=cwd, env=_environment(env), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     except OSError as e:
         raise ToolFailed(f"{tool} could not be started: {e.strerror}", tool=tool,
@@ -165,22 +190,14 @@ def run_parallel(argvs: Sequence[Sequence[str]], *, jobs: int | None = None, tim
 
     argvs = [[str(a) for a in argv] for argv in argvs]
     jobs = max(1, jobs or len(argvs) or 1)
-    full_env = None
-    if env is not None:
-        full_env = dict(os.environ)
-        full_env.update(env)
+    full_env = _environment(env)
     results: list[ToolResult | None] = [None] * len(argvs)
     running: dict[int, tuple[subprocess.Popen, object, float]] = {}
     pending = list(range(len(argvs)))
 
     def start(i: int) -> None:
-        argv = argvs[i]
-        if log is not None:
-            log(f"$ {quote(argv)}")
-        path = which(argv[0]) if os.sep not in argv[0] else (argv[0] if os.access(argv[0], os.X_OK) else None)
-        if path is None:
-            raise ToolMissing(f"{argv[0]} is not installed (not found on PATH)",
-                              hint=INSTALL_HINTS.get(os.path.basename(argv[0]), f"install {argv[0]}"), tool=argv[0])
+        argv = _announce(argvs[i], None, log)
+        path = require(argv[0])
         out = tempfile.TemporaryFile()
         proc = subprocess.Popen([path, *argv[1:]], env=full_env, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -235,3 +252,61 @@ def run_parallel(argvs: Sequence[Sequence[str]], *, jobs: int | None = None, tim
             running.pop(i)[1].close()
         raise
     return [r for r in results if r is not None]
+
+
+STOP_TIMEOUT_S = 5.0
+
+
+@dataclass
+class RunningTool(_Command):
+    """A program :func:`start_tool` started (``proc`` is None in a dry run); its output is in ``output_path``."""
+
+    proc: subprocess.Popen | None
+    output_path: Path
+    dry_run: bool = False
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def output(self) -> str:
+        try:
+            return self.output_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int | None:
+        """SIGTERM to the program and all it started, SIGKILL after ``timeout_s``; its exit code."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            _kill_group(proc, signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                proc.wait(timeout=timeout_s)
+        return proc.returncode
+
+
+def start_tool(argv: Sequence[str], *, output: str | os.PathLike, dry_run: bool = False,
+               cwd: str | os.PathLike | None = None, log: LogFn | None = None,
+               env: Mapping[str, str] | None = None) -> RunningTool:
+    """Start ``argv`` (a list, never a shell string) and return at once, its stdout and stderr going to
+    the file ``output``. Logs ``$ <quoted command>`` first; in a dry run that is all that happens.
+    Raises ToolMissing when the program is not installed, ToolFailed when it cannot be started. The
+    program runs in its own process group (stdin: /dev/null); the caller stops it (RunningTool.stop).
+    """
+    argv = _announce(argv, cwd, log)
+    if dry_run:
+        return RunningTool(argv, None, Path(output), dry_run=True)
+    path = require(argv[0])
+    try:
+        with open(output, "wb") as out:
+            proc = subprocess.Popen([path, *argv[1:]], cwd=cwd, env=_environment(env), stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    except OSError as e:
+        raise ToolFailed(f"{argv[0]} could not be started: {e.strerror}", tool=argv[0],
+                         command=quote(argv)) from e
+    return RunningTool(argv, proc, Path(output))

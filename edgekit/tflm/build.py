@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from edgekit.errors import ToolFailed, ToolMissing, UnsupportedModelError
+from edgekit.errors import ToolFailed, UnsupportedModelError
 from edgekit.runners import seam
 
 CROSS = "arm-none-eabi-"
@@ -138,15 +138,6 @@ def _cache_root() -> Path:
     from edgekit.resources import cache_dir
 
     return cache_dir()
-
-
-def _require(tool_name: str) -> str:
-    path = seam.which(tool_name)
-    if path is None:
-        raise ToolMissing(f"{tool_name} is not installed (not found on PATH)",
-                          hint=seam.INSTALL_HINTS.get(tool_name, seam.INSTALL_HINTS[f"{CROSS}gcc"]),
-                          tool=tool_name)
-    return path
 
 
 @contextmanager
@@ -404,7 +395,7 @@ def build_tflm_firmware(tree, config: FirmwareConfig, *, target: CpuTarget = Cpu
     gcc, gxx, ar = f"{CROSS}gcc", f"{CROSS}g++", f"{CROSS}ar"
     if not dry_run:
         for t in (gcc, gxx, ar):
-            _require(t)
+            seam.require(t)
     templates = _templates()
     qemu_dir, core_dir = templates / "qemu-m4", templates / "core"
     runner_dir = templates / "arduino" / "edgekit_runner"

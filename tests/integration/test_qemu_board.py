@@ -12,7 +12,7 @@ import struct
 
 import pytest
 
-from edgekit.errors import ProtocolError
+from edgekit.errors import ProtocolError, ToolFailed
 from edgekit.link import frames as fr
 from edgekit.link.frames import Capability, ErrCode, MsgType
 from edgekit.link.session import DeviceSession
@@ -230,6 +230,33 @@ def test_missing_tools_are_one_clear_error(tmp_path, monkeypatch):
     with pytest.raises(ToolMissing) as exc:
         qemu_runner.QemuMachine(tmp_path / "fw.elf").start()
     assert "qemu-system-arm" in str(exc.value) and "apt-get install qemu-system-arm" in exc.value.hint
+
+
+def test_qemu_starts_through_the_seam_and_a_dry_run_starts_nothing(tmp_path, monkeypatch):
+    """No QEMU, no firmware needed: the dry run logs the exact command and the monitor's cont."""
+    monkeypatch.setattr(qemu_runner.seam, "which", lambda tool: None)
+    lines = []
+    qm = qemu_runner.QemuMachine(tmp_path / "fw.elf", log=lines.append, icount=True, dry_run=True)
+    assert qm.start() is None and qm.boot() is None
+    qm.stop()
+    assert lines[0].startswith("$ qemu-system-arm -M mps2-an386 ") and lines[0].endswith(" -S -icount shift=0")
+    assert f"-kernel {tmp_path / 'fw.elf'}" in lines[0] and lines[1:] == ["$ (qemu monitor) cont"]
+    assert not qm.running and qm.workdir is None
+    started = []
+
+    def start_tool(argv, **kw):
+        started.append((argv, kw))
+        raise ToolFailed("stop here")
+
+    monkeypatch.setattr(qemu_runner.seam, "start_tool", start_tool)
+    monkeypatch.setattr(qemu_runner.seam, "require", lambda tool: tool)
+    (tmp_path / "fw.elf").write_bytes(b"\x7fELF")
+    real = qemu_runner.QemuMachine(tmp_path / "fw.elf", log=lines.append)
+    with pytest.raises(ToolFailed, match="stop here"):
+        real.start()
+    (argv, kw), = started
+    assert argv[0] == "qemu-system-arm" and kw["dry_run"] is False and kw["log"] == lines.append
+    assert kw["output"].name == "output.log" and real.workdir is None     # its folder is gone again
 
 
 def test_runner_is_registered_for_the_board():

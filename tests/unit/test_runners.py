@@ -143,6 +143,56 @@ def test_seam_timeout_is_bounded():
         seam.run_tool([sys.executable, "-c", "import time; time.sleep(30)"], timeout=0.5)
 
 
+def test_seam_start_dry_run_logs_and_starts_nothing(tmp_path):
+    lines = []
+    marker = tmp_path / "ran"
+    tool = seam.start_tool(["qemu-that-does-not-exist", "-kernel", "a b.elf"], output=tmp_path / "out.log",
+                           dry_run=True, log=lines.append)
+    tool2 = seam.start_tool(["sh", "-c", f"touch {marker}"], output=tmp_path / "out.log", dry_run=True,
+                            log=lines.append, cwd=tmp_path)
+    assert lines == ["$ qemu-that-does-not-exist -kernel 'a b.elf'",
+                     f"$ (cd {tmp_path} && sh -c 'touch {marker}')"]
+    assert tool.dry_run and tool.proc is None and not tool.running and tool.stop() is None
+    assert tool2.proc is None and not marker.exists() and not (tmp_path / "out.log").exists()
+
+
+def test_seam_start_missing_tool_is_tool_missing(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ToolMissing, match="qemu-system-arm is not installed") as err:
+        seam.start_tool(["qemu-system-arm", "-M", "mps2-an386"], output=tmp_path / "out.log")
+    assert err.value.hint == "apt-get install qemu-system-arm"
+
+
+def test_seam_start_runs_in_the_background_and_stop_ends_all_it_started(tmp_path):
+    import time
+
+    lines = []
+    tool = seam.start_tool(["sh", "-c", "echo started; sleep 60 & echo child $!; wait"],
+                           output=tmp_path / "out.log", log=lines.append)
+    try:
+        deadline = time.monotonic() + 10
+        while "child " not in tool.output() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert tool.running and lines == [f"$ {tool.command}"]
+        grandchild = int(tool.output().split("child ")[1].split()[0])
+    finally:
+        code = tool.stop(timeout_s=5)
+    assert code == -15 and not tool.running and tool.output().startswith("started")
+    deadline = time.monotonic() + 5
+    while _alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _alive(grandchild)                    # the sleep it started went with it
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 # -- reset strategies -------------------------------------------------------------------------------
 def test_strategy_comes_from_the_board_file():
     assert isinstance(strategy_for(load_board("nano33ble")), Touch1200bps)
