@@ -92,7 +92,8 @@ def _kind(layer) -> tuple[str, Optional[str]]:
     if name == "Activation" and cfg.get("activation") == "softmax":
         return "other", "softmax over the channels couples them"
     if name == "BatchNormalization":
-        rank = len(layer.input_shape) if isinstance(layer.input_shape, tuple) else 0
+        shape = _shape(layer, "input_shape")
+        rank = len(shape) if shape else 0
         axis = cfg.get("axis")
         axes = axis if isinstance(axis, (list, tuple)) else [axis]
         if len(axes) != 1 or int(axes[0]) not in (-1, rank - 1):
@@ -109,6 +110,15 @@ def _kind(layer) -> tuple[str, Optional[str]]:
     if name in JOINS:
         return "other", f"joins branches ({name}); residual and concatenation joins are not handled"
     return "other", f"{name} layers are not followed by channel pruning"
+
+
+def _shape(layer, which: str) -> Optional[tuple]:
+    """A layer's input_shape / output_shape, or None (shared layers with several shapes, nested lists)."""
+    try:
+        shape = getattr(layer, which)
+    except (AttributeError, RuntimeError):
+        return None
+    return shape if isinstance(shape, tuple) else None
 
 
 def _graph(model) -> tuple[dict[str, _Node], list[str]]:
@@ -243,8 +253,7 @@ def plan(model, spec: ChannelPruneSpec) -> tuple[dict[str, np.ndarray], list[dic
         why = _absorbed(nodes, name)
         if why is None and _output_channels(node.layer) <= spec.min_channels:
             why = f"has {_output_channels(node.layer)} channel(s), min_channels is {spec.min_channels}"
-        if why is None and type(node.layer).__name__ != "Activation" and \
-                getattr(getattr(node.layer, "activation", None), "__name__", "") == "softmax":
+        if why is None and getattr(getattr(node.layer, "activation", None), "__name__", "") == "softmax":
             why = "softmax over the channels couples them"
         if why:
             unprunable.append({"layer": name, "type": type(node.layer).__name__, "reason": why})
@@ -321,8 +330,8 @@ def rebuild(model, keep: dict[str, np.ndarray]):
     for name in order:
         node = nodes[name]
         layer = node.layer
-        out_shape = layer.output_shape
-        channels[name] = int(out_shape[-1]) if isinstance(out_shape, tuple) and out_shape[-1] else 0
+        out_shape = _shape(layer, "output_shape")
+        channels[name] = int(out_shape[-1]) if out_shape and out_shape[-1] else 0
         if node.kind == "input":
             masks[name] = None
             continue
@@ -365,12 +374,8 @@ def layer_macs(layer) -> int:
     edgekit.model.macs): Conv = output elements x kernel area x input channels / groups, Dense =
     output elements x input features, DepthwiseConv2D = output elements x kernel area."""
     name = type(layer).__name__
-    try:
-        out = layer.output_shape
-        inp = layer.input_shape
-    except (AttributeError, RuntimeError):
-        return 0
-    if not isinstance(out, tuple) or not isinstance(inp, tuple):
+    out, inp = _shape(layer, "output_shape"), _shape(layer, "input_shape")
+    if out is None or inp is None:
         return 0
     out_elems = int(np.prod([d or 1 for d in out[1:]], dtype=np.int64))
     if name in ("Conv2D", "Conv1D"):
