@@ -8,7 +8,11 @@ instructions per inference on the emulated Cortex-M4 (QEMU mps2-an386, real TFLM
 tflite-micro tree; needs EDGEKIT_TFLM_SRC or --tflm-src, qemu-system-arm and arm-none-eabi-g++;
 the first cross build takes minutes, then it is cached).
 
-    python bench/bench_prune_channels.py [--quick] [--stage-epochs N] [--tflm-src DIR] [--json out.json]
+Fine-tuning epochs: 6 after channel pruning (and after unstructured pruning), 4 for clustering, 2 for
+QAT. The test set has 449 samples: one sample is 0.22 points, and a fine-tuning run's accuracy moves by
+about that much from seed to seed, so read "within 1.0 point" with that in mind.
+
+    python bench/bench_prune_channels.py [--quick] [--tflm-src DIR] [--json out.json]
 """
 from __future__ import annotations
 
@@ -42,7 +46,6 @@ def _emulated_tree(explicit: str | None):
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer chains")
-    ap.add_argument("--stage-epochs", type=int, default=6, help="fine-tuning epochs per stage")
     ap.add_argument("--runs", type=int, default=10, help="emulated inferences per model")
     ap.add_argument("--tflm-src", default=None)
     ap.add_argument("--json", type=Path)
@@ -58,18 +61,33 @@ def main() -> int:
     print(f"digits CNN: {model.count_params():,} parameters; train {len(x_train)}, test {len(x_test)}; "
           f"emulated Cortex-M4: {tree.label if tree else 'not available: ' + no_emulation}\n", flush=True)
 
-    e = args.stage_epochs
-    fractions = [0.5, 0.75] if args.quick else [0.5, 0.625, 0.75]
-    chains = [("int8 PTQ", Recipe.from_flags()),
-              ("prune 0.5 (unstructured)", Recipe.from_flags(prune=0.5, epochs=e))]
-    chains += [(f"prune-channels {f:g}", Recipe.from_flags(prune_channels=f, epochs=e)) for f in fractions]
-    chains.append(("cluster 4 + QAT + lut2", Recipe.from_flags(cluster=4, qat=True, compress="lut2", epochs=e)))
-    for f in fractions:
-        chains.append((f"prune-channels {f:g} + cluster 4 + QAT + lut2",
-                       Recipe.from_flags(prune_channels=f, cluster=4, qat=True, compress="lut2", epochs=e)))
-        if not args.quick:
-            chains.append((f"prune-channels {f:g} + cluster 8 + QAT + lut-auto",
-                           Recipe.from_flags(prune_channels=f, cluster=8, qat=True, compress="auto", epochs=e)))
+    def recipe(prune_channels=None, prune=None, cluster=None, qat=False, compress=None, scope="layer"):
+        r = Recipe.from_flags(prune_channels=prune_channels, prune=prune, cluster=cluster, qat=qat, compress=compress)
+        if r.prune_channels:
+            r.prune_channels.epochs, r.prune_channels.scope = 6, scope
+        if r.prune:
+            r.prune.epochs = 6
+        if r.cluster:
+            r.cluster.epochs = 4
+        if r.qat:
+            r.qat.epochs = 2
+        return r.check()
+
+    chains = [("int8 PTQ", recipe()),
+              ("prune 0.5 (unstructured)", recipe(prune=0.5))]
+    fractions = [0.5, 0.625] if args.quick else [0.4, 0.5, 0.625]
+    chains += [(f"prune-channels {f:g}", recipe(prune_channels=f)) for f in fractions]
+    if not args.quick:
+        chains.append(("prune-channels 0.5 global", recipe(prune_channels=0.5, scope="global")))
+    chains.append(("cluster 4 + QAT + lut2", recipe(cluster=4, qat=True, compress="lut2")))
+    chains.append(("prune-channels 0.4 + cluster 4 + QAT + lut2",
+                   recipe(prune_channels=0.4, cluster=4, qat=True, compress="lut2")))
+    if not args.quick:
+        chains += [("prune-channels 0.4 + cluster 8 + QAT + lut3",
+                    recipe(prune_channels=0.4, cluster=8, qat=True, compress="lut3")),
+                   ("prune-channels 0.5 + cluster 16 + lut4", recipe(prune_channels=0.5, cluster=16, compress="lut4")),
+                   ("prune-channels 0.5 + cluster 4 + QAT + lut2",
+                    recipe(prune_channels=0.5, cluster=4, qat=True, compress="lut2"))]
 
     results = []
     for i, (name, recipe) in enumerate(chains):
@@ -116,7 +134,7 @@ def main() -> int:
                  "x float", "gzip", "arena", "arena %"], rows))
     print()
     structured = [r for r in results if r["chain"].startswith("prune-channels") and "+" not in r["chain"]
-                  and r["delta_pt"] >= -1.0]
+                  and r["delta_pt"] >= -1.0]      # channel pruning alone (int8), within 1.0 point
     if structured:
         best = min(structured, key=lambda r: r["macs"])
         print(f"structured pruning within 1.0 pt: {best['chain']}: Δ {best['delta_pt']:+.2f} pt, MACs {rel(best, 'macs')} %"
