@@ -181,3 +181,27 @@ def test_channel_flags_build_the_same_recipe_as_yaml():
             "qat": {"epochs": 3}, "compress": {"index_bits": 2}}
     assert Recipe.from_dict(text).to_dict() == flags.to_dict()
     assert flags.trains and flags.describe() == "prune-channels 0.4 + cluster 4 + qat + int8 + lut2"
+
+
+def test_conv1d_global_pooling_and_prelu_follow_and_an_unbuilt_model_is_refused():
+    from edgekit.optimize import channels
+
+    k = _keras()
+    m = k.Sequential([k.layers.Input((20, 3)), k.layers.Conv1D(6, 3, name="c"), k.layers.PReLU(name="act"),
+                      k.layers.GlobalAveragePooling1D(name="gap"), k.layers.Dense(4, name="out")])
+    act = m.get_layer("act")
+    act.set_weights([np.random.default_rng(2).uniform(0.1, 0.3, act.get_weights()[0].shape)])
+    c = m.get_layer("c")
+    w = c.get_weights()
+    w[0][..., [0, 3, 4]] = 0
+    w[1][[0, 3, 4]] = 0
+    c.set_weights(w)
+    keep, rows, _ = channels.plan(m, ChannelPruneSpec(fraction=0.5))
+    assert keep["c"].tolist() == [1, 2, 5]
+    small = channels.rebuild(m, keep)
+    assert small.get_layer("act").get_weights()[0].shape == (18, 3)
+    x = np.random.default_rng(3).normal(size=(4, 20, 3)).astype("float32")
+    np.testing.assert_allclose(small.predict(x, verbose=0), m.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+
+    with pytest.raises(UnsupportedModelError, match="Sequential or functional"):
+        channels.plan(k.Sequential([k.layers.Dense(4)]), ChannelPruneSpec())
