@@ -306,10 +306,13 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
     from edgekit.conversion import payoff
     from edgekit.conversion.strip import byte_breakdown
 
+    t0 = time.perf_counter()
     channel_doc, unstructured_doc = payoff.measure(
         recipe, reference=reference, final=final, final_arena=evaluation.get("tflm_arena_bytes"),
         channel_rep=channel_rep, prune_input=prune_input, pruned=pruned_keras, quantize=quantize_like_final,
         warn=warn)
+    if reference is not None:
+        stage("pruning_payoff", {"against": "the input model quantized like the final one"}, t0)
 
     report = {
         "schema": REPORT_SCHEMA,
