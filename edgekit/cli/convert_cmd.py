@@ -96,7 +96,8 @@ def register(app: typer.Typer) -> None:
         from edgekit.optimize.recipe import Recipe, load_recipe
 
         output = Output(json_mode=json_out, quiet=quiet)
-        stage_flags = prune is not None or prune_channels is not None or cluster is not None or qat or compress is not None
+        stage_flags = (prune is not None or prune_channels is not None or cluster is not None or qat
+                       or compress is not None)
         if recipe is not None:
             if stage_flags:
                 raise UsageError("give either --recipe or stage flags (--prune-channels/--prune/--cluster/--qat/"
@@ -107,7 +108,8 @@ def register(app: typer.Typer) -> None:
                 raise UsageError(f"--prune must be in (0, 1), got {prune}", hint="e.g. --prune 0.75")
             if prune_channels is not None and not 0 < prune_channels < 1:
                 raise UsageError(f"--prune-channels must be in (0, 1), got {prune_channels}",
-                                 hint="the fraction of each layer's output channels to remove, e.g. --prune-channels 0.5")
+                                 hint="the fraction of each layer's output channels to remove, "
+                                      "e.g. --prune-channels 0.5")
             if cluster is not None and cluster < 2:
                 raise UsageError(f"--cluster must be at least 2, got {cluster}", hint="e.g. --cluster 16")
             rec = Recipe.from_flags(prune=prune, cluster=cluster, qat=qat, quantize=quantize,

@@ -1,7 +1,7 @@
 """`edgekit.convert`: the whole shrink pipeline as one function.
 
-load model -> check data -> [prune channels] -> [prune] -> [cluster] -> [qat] -> convert (int8 / float16 / dynamic / none)
--> [strip] -> [LUT compress] -> evaluate (Keras, LiteRT, host TFLM) -> write the artifact folder:
+load model -> check data -> [prune channels] -> [prune] -> [cluster] -> [qat]
+-> convert (int8 / float16 / dynamic / none) -> [strip] -> [LUT compress] -> evaluate (Keras, LiteRT, host TFLM) -> write the artifact folder:
 ``model.tflite``, ``model_float.tflite`` (float32 baseline of the input model) and ``report.json``.
 With channel or unstructured pruning, report.json also says what the pruning bought on the device
 (edgekit.conversion.payoff), against the input model quantized the same way.
