@@ -1,7 +1,7 @@
 """Benchmark of `edgekit convert` on the digits CNN (sklearn digits, ~21k parameters).
 
 Prints tables: size and accuracy of int8 PTQ and of compression chains (cluster 16/8/4 with LUT index
-widths 4/3/2, with and without pruning, preserving QAT), the smallest chain within 1.0 point of float,
+widths 4/3/2, with and without pruning, preserving QAT; channel pruning 0.4 before cluster 4 + QAT + lut2), the smallest chain within 1.0 point of float,
 `edgekit --help` start-up time, and `edgekit convert` (PTQ) wall time against a minimal hand-written
 TensorFlow conversion script doing the same thing.
 
@@ -94,6 +94,9 @@ def main() -> int:
             if prune is None:      # the same chain with the bits chosen per tensor (only where it pays)
                 chains.append((f"cluster {clusters} + QAT + lut-auto",
                                Recipe.from_flags(cluster=clusters, qat=True, compress="auto", epochs=e)))
+    # structured pruning first: a smaller model for the same chain (bench/bench_prune_channels.py has more)
+    chains.append(("prune-channels 0.4 + cluster 4 + QAT + lut2",
+                   Recipe.from_flags(prune_channels=0.4, cluster=4, qat=True, compress="lut2", epochs=e)))
     rows, results = [], []
     float_bytes = float_acc = None
     for name, recipe in chains:

@@ -63,6 +63,8 @@ class ReportData:
             "sizes": self.sizes,
             "layer_sizes": self.layer_sizes,
             "sparsity": self.sparsity,
+            "channel_pruning": c.get("channel_pruning"),
+            "unstructured_pruning": c.get("unstructured_pruning"),
             "accuracy": self.accuracy,
             "latency": [_latency_facts(p) for p in self.profiles],
             "validations": self.validations,
@@ -771,9 +773,11 @@ def tables(data: ReportData) -> list[tuple[str, list[str], list[list[Any]]]]:
         out.append(("Weight bytes per layer", ["layer", "op", "float bytes", "final bytes", "LUT-decoded"],
                     [[r["name"], r["op"], r["float_bytes"], r["final_bytes"], r["decoded"]]
                      for r in data.layer_sizes]))
+    out.extend(_pruning_tables(data.convert))
     sp = data.sparsity
-    for key, title in (("keras_before", "Sparsity before (Keras)"), ("keras_after", "Sparsity after (Keras)"),
-                       ("tflite", "Sparsity of int8 weights (TFLite)")):
+    zeros = " (zeros are stored and multiplied on TFLM)"
+    for key, title in (("keras_before", "Sparsity before (Keras)"), ("keras_after", "Sparsity after (Keras)" + zeros),
+                       ("tflite", "Sparsity of int8 weights (TFLite)" + zeros)):
         rows = sp.get(key) or []
         if rows:
             out.append((title, ["layer", "params", "zeros %", "distinct values"],
@@ -818,6 +822,41 @@ def tables(data: ReportData) -> list[tuple[str, list[str], list[list[Any]]]]:
     return out
 
 
+def _pruning_tables(convert: dict) -> list[tuple[str, list[str], list[list[Any]]]]:
+    """What channel pruning and unstructured pruning bought, as report.json measured it."""
+    out = []
+    cp = convert.get("channel_pruning")
+    if cp:
+        b, a, ch = cp["before"], cp["after"], cp.get("change") or {}
+        names = (("params", "parameters (Keras)"), ("macs", "MACs (from the .tflite)"), ("bytes", "model bytes"),
+                 ("gzip_bytes", "gzip bytes"), ("arena_bytes", "TFLM arena bytes (exact)"))
+        out.append((f"Channel pruning ({cp['criterion']}, {cp['scope']}, fraction {cp['fraction']:g}): unshrunk model "
+                    "vs final", ["", "before", "after", "change %"],
+                    [[label, b.get(k), a.get(k), None if ch.get(k) is None else round(100 * ch[k], 1)]
+                     for k, label in names]))
+        out.append(("Channels per layer (layers kept whole: see the notes)",
+                    ["layer", "type", "channels before", "channels after", "MACs before", "MACs after"],
+                    [[r["layer"], r["type"], r["channels_before"], r["channels_after"], r.get("macs_before"),
+                      r.get("macs_after")] for r in cp["layers"]]))
+    up = convert.get("unstructured_pruning")
+    if up:
+        rows = []
+        for r in up["runtimes"]:
+            if "bytes" in r:               # the sparse format: against the dense pruned file
+                rows.append([r["runtime"], up["pruned"]["bytes"], r["bytes"], None, None, None, None,
+                             "yes" if not r.get("tflm_missing_ops") else "no: " + ", ".join(r["tflm_missing_ops"])])
+            else:
+                tflm = "macs_before" in r
+                rows.append([r["runtime"], r.get("bytes_before"), r.get("bytes_after"), r.get("macs_before"),
+                             r.get("macs_after"), r.get("arena_bytes_before"), r.get("arena_bytes_after"),
+                             ("yes" if r.get("arena_bytes_after") else "no") if tflm else None])
+        out.append((f"What unstructured pruning buys ({round(100 * up['int8_weight_sparsity'], 1)} % zeros), measured "
+                    "(what each row means: see the notes)",
+                    ["runtime", "bytes before", "bytes after", "MACs before", "MACs after", "arena before",
+                     "arena after", "runs on TFLM"], rows))
+    return out
+
+
 def _timing_suffix(p: dict) -> str:
     source = (p.get("timing") or {}).get("source")
     return {"host": " (host time)", "emulated": " (emulated Cortex-M4)"}.get(source, "")
@@ -832,6 +871,14 @@ def _per_op_key(p: dict) -> tuple[str, str]:
 def text_notes(data: ReportData) -> list[str]:
     """One-line remarks shown under the tables (missing per-op data, runtime caveats, ...)."""
     notes = list(data.notes) + list(data.accuracy.get("notes") or [])
+    cp = data.convert.get("channel_pruning")
+    if cp:
+        notes.append(f"channel pruning, before = {cp['reference']}; {cp['instructions']}")
+        notes.extend(f"channel pruning kept {u['layer']} ({u['type']}) whole: {u['reason']}" for u in cp["unprunable"])
+    up = data.convert.get("unstructured_pruning")
+    if up:
+        notes.extend(f"unstructured pruning on {r['runtime']}: {r['buys']}" for r in up["runtimes"])
+        notes.append(f"unstructured pruning measured on {up['measured_on']}; {up['speed']}")
     for p in data.profiles:
         label = (p.get("timing") or {}).get("label")
         if label:

@@ -48,6 +48,10 @@ def _human(out: Output, rep: dict) -> None:
     out.console.print(t)
     if rep.get("needs_tflm"):
         out.console.print("[yellow]note:[/] LUT-compressed: this model runs on TFLite-Micro only")
+    from edgekit.conversion.payoff import human_lines
+
+    for line in human_lines(rep):
+        out.console.print(line, markup=False, highlight=False)
     out.console.print(f"model sha256 {rep['model_sha256'][:16]}…  ({rep['duration_s']:.1f} s)")
 
 
@@ -61,6 +65,9 @@ def register(app: typer.Typer) -> None:
         eval_data: Optional[Path] = typer.Option(None, "--eval", help="Labelled evaluation data."),
         recipe: Optional[Path] = typer.Option(None, "--recipe", help="Recipe YAML (instead of stage flags)."),
         prune: Optional[float] = typer.Option(None, "--prune", help="Target sparsity in (0, 1)."),
+        prune_channels: Optional[float] = typer.Option(None, "--prune-channels",
+                                                       help="Remove this fraction of each Conv/Dense layer's "
+                                                            "output channels, in (0, 1) (a smaller model)."),
         cluster: Optional[int] = typer.Option(None, "--cluster", help="Clusters per layer (>= 2)."),
         qat: bool = typer.Option(False, "--qat", help="Quantization-aware training (preserving)."),
         quantize: str = typer.Option("int8", "--quantize", help="int8 | float16 | dynamic | none."),
@@ -89,21 +96,27 @@ def register(app: typer.Typer) -> None:
         from edgekit.optimize.recipe import Recipe, load_recipe
 
         output = Output(json_mode=json_out, quiet=quiet)
-        stage_flags = prune is not None or cluster is not None or qat or compress is not None
+        stage_flags = (prune is not None or prune_channels is not None or cluster is not None or qat
+                       or compress is not None)
         if recipe is not None:
             if stage_flags:
-                raise UsageError("give either --recipe or stage flags (--prune/--cluster/--qat/--compress)")
+                raise UsageError("give either --recipe or stage flags (--prune-channels/--prune/--cluster/--qat/"
+                                 "--compress)")
             rec = load_recipe(recipe)
         else:
             if prune is not None and not 0 < prune < 1:
                 raise UsageError(f"--prune must be in (0, 1), got {prune}", hint="e.g. --prune 0.75")
+            if prune_channels is not None and not 0 < prune_channels < 1:
+                raise UsageError(f"--prune-channels must be in (0, 1), got {prune_channels}",
+                                 hint="the fraction of each layer's output channels to remove, "
+                                      "e.g. --prune-channels 0.5")
             if cluster is not None and cluster < 2:
                 raise UsageError(f"--cluster must be at least 2, got {cluster}", hint="e.g. --cluster 16")
             rec = Recipe.from_flags(prune=prune, cluster=cluster, qat=qat, quantize=quantize,
                                     float_io=float_io, compress=compress, epochs=epochs,
                                     batch_size=batch_size, learning_rate=learning_rate,
                                     calibration_samples=calibration_samples, seed=seed, strip=not no_strip,
-                                    dense_per_tensor=dense_per_tensor)
+                                    dense_per_tensor=dense_per_tensor, prune_channels=prune_channels)
         from edgekit.conversion.pipeline import convert as run_convert
 
         with output.progress() as progress, _tf.quiet_native():

@@ -36,24 +36,27 @@ def export_for_converter(keras_model, directory: str | Path) -> str | None:
 
 
 def to_tflite(*, keras_model=None, saved_model_dir: str | None = None, mode: str = "none",
-              io: str = "int8", calibration: np.ndarray | None = None, dense_per_tensor: bool = False) -> bytes:
+              io: str = "int8", calibration: np.ndarray | None = None, dense_per_tensor: bool = False,
+              sparse: bool = False) -> bytes:
     """Convert a SavedModel folder (preferred, see export_for_converter) or a tf_keras model.
 
     mode: none (float32) | int8 (full integer; ``calibration`` samples required, int8 input/output
     unless io == 'float') | float16 | dynamic (int8 weights, float activations).
     dense_per_tensor: one weight scale per FULLY_CONNECTED tensor (the converter's default is one
     per output channel, which older TFLM releases compute wrong).
+    sparse: add the converter's ``Optimize.EXPERIMENTAL_SPARSITY`` (sparse weight encodings; LiteRT
+    densifies them at run time, TFLM has no kernel for that): only to measure what pruning buys.
     """
     if saved_model_dir is None and keras_model is not None:
         with tempfile.TemporaryDirectory(prefix="edgekit-export-") as tmp:
             exported = export_for_converter(keras_model, Path(tmp) / "model")
             return _convert(keras_model if exported is None else None, exported, mode, io, calibration,
-                            dense_per_tensor)
-    return _convert(None, saved_model_dir, mode, io, calibration, dense_per_tensor)
+                            dense_per_tensor, sparse)
+    return _convert(None, saved_model_dir, mode, io, calibration, dense_per_tensor, sparse)
 
 
 def _convert(keras_model, saved_model_dir: str | None, mode: str, io: str,
-             calibration: np.ndarray | None, dense_per_tensor: bool = False) -> bytes:
+             calibration: np.ndarray | None, dense_per_tensor: bool = False, sparse: bool = False) -> bytes:
     tf = _tf.tf()
     if saved_model_dir is not None:
         conv = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
@@ -83,6 +86,8 @@ def _convert(keras_model, saved_model_dir: str | None, mode: str, io: str,
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
     elif mode != "none":
         raise ConversionError(f"unknown quantization mode {mode!r}")
+    if sparse:
+        conv.optimizations = [*conv.optimizations, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     if dense_per_tensor:
         conv._experimental_disable_per_channel_quantization_for_dense_layers = True
     try:

@@ -1,8 +1,10 @@
 """`edgekit.convert`: the whole shrink pipeline as one function.
 
-load model -> check data -> [prune] -> [cluster] -> [qat] -> convert (int8 / float16 / dynamic / none)
--> [strip] -> [LUT compress] -> evaluate (Keras, LiteRT, host TFLM) -> write the artifact folder:
+load model -> check data -> [prune channels] -> [prune] -> [cluster] -> [qat]
+-> convert (int8 / float16 / dynamic / none) -> [strip] -> [LUT compress] -> evaluate (Keras, LiteRT, host TFLM) -> write the artifact folder:
 ``model.tflite``, ``model_float.tflite`` (float32 baseline of the input model) and ``report.json``.
+With channel or unstructured pruning, report.json also says what the pruning bought on the device
+(edgekit.conversion.payoff), against the input model quantized the same way.
 
 Nothing is written until every stage succeeded; each file is written atomically (and left untouched
 when its bytes are unchanged), so a failed or interrupted run keeps earlier outputs intact. The output
@@ -172,6 +174,10 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
             warn(msg)
     if recipe.trains:
         loaded.require_keras("prune / cluster / qat")   # fail before any work on PTQ-only models
+    if recipe.prune_channels is not None:
+        from edgekit.optimize import channels
+
+        channels.plan(loaded.keras, recipe.prune_channels)   # no layer can lose channels: say so before any work
 
     tf = _tf.tf()
     keras = _tf.keras()
@@ -183,6 +189,13 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
 
     q = recipe.quantize
     calib = train.x[:q.calibration_samples] if train is not None else None
+
+    def quantize_like_final(keras_model, saved_model_dir=None, sparse: bool = False) -> bytes:
+        from edgekit.conversion.strip import strip_for_micro
+
+        out = to_tflite(keras_model=keras_model, saved_model_dir=saved_model_dir, mode=q.mode, io=q.io,
+                        calibration=calib, dense_per_tensor=q.dense_per_tensor, sparse=sparse)
+        return strip_for_micro(out) if recipe.strip else out
 
     def quantize(keras_model, saved_model_dir) -> bytes:
         t0 = time.perf_counter()
@@ -200,6 +213,9 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
         source_dir = loaded.saved_model_dir or export_for_converter(loaded.keras, Path(scratch) / "input")
         float_model = to_tflite(keras_model=loaded.keras, saved_model_dir=source_dir, mode="none")
         stage("float_baseline", {}, t0, bytes=len(float_model))
+        # what pruning buys is measured against the input model quantized like the final one
+        reference = quantize_like_final(loaded.keras, source_dir) \
+            if recipe.prune_channels is not None or recipe.prune is not None else None
         if not recipe.trains:
             final = quantize(loaded.keras, source_dir)
 
@@ -207,12 +223,26 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
     keras_layers_before = mot.weight_stats(current) if current is not None else []
     pruned = clustered = False
     prefix: tuple = (loaded.source, recipe.seed, repr(recipe.train))
+    channel_rep = prune_input = pruned_keras = None
+    if recipe.prune_channels is not None:
+        t0 = time.perf_counter()
+        prefix += ("prune_channels", repr(recipe.prune_channels))
+        current, channel_rep, reused = _cached(stage_cache, prefix, lambda: channels.prune_channels(
+            current, train, recipe.prune_channels, recipe.train, progress=progress))
+        stage("prune_channels", channel_rep.settings, t0, layers=channel_rep.layers,
+              unprunable=channel_rep.unprunable, params_before=channel_rep.params_before,
+              params_after=channel_rep.params_after, macs_before=channel_rep.macs_before,
+              macs_after=channel_rep.macs_after, history=channel_rep.history, reused=reused)
+        for u in channel_rep.unprunable:
+            warn(f"layer {u['layer']} ({u['type']}) keeps its channels: {u['reason']}")
     if recipe.prune is not None:
+        prune_input = current
         t0 = time.perf_counter()
         prefix += ("prune", repr(recipe.prune))
         current, rep, reused = _cached(stage_cache, prefix, lambda: mot.prune(
             current, train, recipe.prune, recipe.train, progress=progress))
         pruned = True
+        pruned_keras = current
         stage("prune", rep.settings, t0, wrapped_layers=rep.wrapped_layers, skipped_layers=rep.skipped_layers,
               history=rep.history, reused=reused)
         for s in rep.skipped_layers:
@@ -273,7 +303,16 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
                                mode=recipe.quantize.mode, warn=warn)
         stage("evaluate", {"samples": len(test)}, t0)
 
+    from edgekit.conversion import payoff
     from edgekit.conversion.strip import byte_breakdown
+
+    t0 = time.perf_counter()
+    channel_doc, unstructured_doc = payoff.measure(
+        recipe, reference=reference, final=final, final_arena=evaluation.get("tflm_arena_bytes"),
+        channel_rep=channel_rep, prune_input=prune_input, pruned=pruned_keras, quantize=quantize_like_final,
+        warn=warn)
+    if reference is not None:
+        stage("pruning_payoff", {"against": "the input model quantized like the final one"}, t0)
 
     report = {
         "schema": REPORT_SCHEMA,
@@ -302,6 +341,8 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
             "keras_after": keras_layers_after,
             "tflite": _tflite_sparsity(final) if recipe.quantize.mode == "int8" and not compressed else [],
         },
+        "channel_pruning": channel_doc,
+        "unstructured_pruning": unstructured_doc,
         "stages": stages,
         "evaluation": evaluation,
         "class_names": _class_names(model, train),

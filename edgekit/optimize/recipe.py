@@ -19,6 +19,10 @@ train:                  # fine-tuning settings shared by prune / cluster / qat
   batch_size: 32
   learning_rate: 0.0005
   validation_split: 0.1
+prune_channels:         # structured: remove whole filters / units (smaller model, fewer MACs, smaller arena)
+  fraction: 0.5         # of each prunable layer's output channels, in (0, 1)
+  scope: layer          # layer (that fraction of every layer) | global (ranked across layers)
+  epochs: 4
 prune:
   target_sparsity: 0.75 # fraction of weights set to zero, in (0, 1)
   epochs: 4
@@ -63,6 +67,29 @@ class PruneSpec:
         _require(self.epochs >= 1, "prune.epochs", "must be at least 1")
         _require(0 <= self.begin_fraction < self.end_fraction <= 1, "prune.begin_fraction/end_fraction",
                  "need 0 <= begin_fraction < end_fraction <= 1")
+
+
+CHANNEL_CRITERIA = ("l1",)
+CHANNEL_SCOPES = ("layer", "global")
+
+
+@dataclass
+class ChannelPruneSpec:
+    """Structured pruning (edgekit.optimize.channels): remove whole output channels."""
+
+    fraction: float = 0.5
+    criterion: str = "l1"           # L1 norm of each channel's weights (BatchNorm folded in)
+    scope: str = "layer"            # layer: floor(fraction x channels) per layer | global: across layers
+    min_channels: int = 1           # every shrunk layer keeps at least this many
+    epochs: int = 4                 # fine-tuning after the rebuild
+
+    def check(self) -> None:
+        _require(0 < self.fraction < 1, "prune_channels.fraction", f"must be in (0, 1), got {self.fraction}")
+        _require(self.criterion in CHANNEL_CRITERIA, "prune_channels.criterion",
+                 f"must be one of {', '.join(CHANNEL_CRITERIA)}")
+        _require(self.scope in CHANNEL_SCOPES, "prune_channels.scope", f"must be one of {', '.join(CHANNEL_SCOPES)}")
+        _require(self.min_channels >= 1, "prune_channels.min_channels", "must be at least 1")
+        _require(self.epochs >= 0, "prune_channels.epochs", "must be 0 or more")
 
 
 @dataclass
@@ -122,6 +149,7 @@ class CompressSpec:
 class Recipe:
     seed: int = 0
     train: TrainSpec = field(default_factory=TrainSpec)
+    prune_channels: Optional[ChannelPruneSpec] = None
     prune: Optional[PruneSpec] = None
     cluster: Optional[ClusterSpec] = None
     qat: Optional[QatSpec] = None
@@ -130,7 +158,7 @@ class Recipe:
     strip: bool = True
 
     def check(self) -> "Recipe":
-        for part in (self.train, self.prune, self.cluster, self.qat, self.quantize, self.compress):
+        for part in (self.train, self.prune_channels, self.prune, self.cluster, self.qat, self.quantize, self.compress):
             if part is not None:
                 part.check()
         if self.qat is not None and self.quantize.mode != "int8":
@@ -143,13 +171,16 @@ class Recipe:
 
     @property
     def trains(self) -> bool:
-        return any(s is not None for s in (self.prune, self.cluster, self.qat))
+        return any(s is not None for s in (self.prune_channels, self.prune, self.cluster, self.qat))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def describe(self) -> str:
         parts = []
+        if self.prune_channels:
+            parts.append(f"prune-channels {self.prune_channels.fraction:g}"
+                         + (" global" if self.prune_channels.scope == "global" else ""))
         if self.prune:
             parts.append(f"prune {self.prune.target_sparsity:g}")
         if self.cluster:
@@ -174,9 +205,11 @@ class Recipe:
                    quantize: str = "int8", float_io: bool = False, compress: str | None = None,
                    epochs: int | None = None, batch_size: int = 32, learning_rate: float | None = None,
                    calibration_samples: int = 300, seed: int = 0, strip: bool = True,
-                   dense_per_tensor: bool = False) -> "Recipe":
+                   dense_per_tensor: bool = False, prune_channels: float | None = None) -> "Recipe":
         r = cls(seed=seed, strip=strip)
         r.train = TrainSpec(batch_size=batch_size, learning_rate=learning_rate or TrainSpec.learning_rate)
+        if prune_channels is not None and prune_channels != 0:
+            r.prune_channels = ChannelPruneSpec(fraction=prune_channels, **({"epochs": epochs} if epochs else {}))
         if prune is not None and prune != 0:
             r.prune = PruneSpec(target_sparsity=prune, **({"epochs": epochs} if epochs else {}))
         if cluster is not None and cluster != 0:
@@ -245,7 +278,7 @@ def load_recipe(path: str | Path) -> Recipe:
 
 # --- strict dataclass building ---------------------------------------------------------------
 
-_SECTIONS = {"train": TrainSpec, "prune": PruneSpec, "cluster": ClusterSpec, "qat": QatSpec,
+_SECTIONS = {"train": TrainSpec, "prune_channels": ChannelPruneSpec, "prune": PruneSpec, "cluster": ClusterSpec, "qat": QatSpec,
              "quantize": QuantizeSpec, "compress": CompressSpec}
 
 

@@ -5,7 +5,7 @@
 Steps (each printed before it runs):
 1. train the digits CNN (tf_keras) and save digits.keras, train.npz and test.npz
 2. edgekit convert --board nano33ble: int8 PTQ as the Nano's TFLM runs it  -> <out>/int8
-3. edgekit convert: prune + cluster + preserving QAT + LUT                  -> <out>
+3. edgekit convert: channel pruning + cluster + preserving QAT + LUT       -> <out>
 4. edgekit inspect --board nano33ble (both models); 5. edgekit export --format c
 6. edgekit validate and 7. edgekit profile on the virtual board (no hardware needed)
 8. on the emulated Cortex-M4 (when QEMU, the cross compiler and a TFLM tree are there): validate the
@@ -79,8 +79,9 @@ def main() -> int:
     common = ["--data", str(work / "train.npz"), "--eval", str(work / "test.npz")]
     print("2. int8 post-training quantization, made for the Nano 33 BLE's TFLM library")
     run([*edgekit, "convert", str(model_path), *common, "--board", "nano33ble", "-o", str(args.out / "int8")])
-    print("3. the whole shrink chain")
-    run([*edgekit, "convert", str(model_path), *common, "--prune", "0.5", "--cluster", "8", "--qat",
+    print("3. the whole shrink chain: whole channels removed (fewer MACs, bytes and arena on the device), then "
+          "cluster + QAT + LUT")
+    run([*edgekit, "convert", str(model_path), *common, "--prune-channels", "0.4", "--cluster", "8", "--qat",
          "--compress", "lut3", "--epochs", str(args.stage_epochs), "-o", str(args.out)])
     out = args.out
     print("4. inspect: ops, MACs, exact TFLM arena, fit on a Nano 33 BLE (the LUT model needs DECODE, "

@@ -53,6 +53,37 @@ def test_pruning_target_outside_range(tmp_path, digits_files):
                               2, "--prune must be in (0, 1)")
 
 
+def test_channel_fraction_outside_range(tmp_path, digits_files):
+    for v in ("1.5", "1", "0", "-0.2"):
+        assert_one_line_error(edgekit("convert", digits_files["model"], "--data", digits_files["train"],
+                                      "--prune-channels", v, "-o", tmp_path / "o"),
+                              2, "--prune-channels must be in (0, 1)")
+    rec = tmp_path / "r.yaml"
+    rec.write_text("prune_channels:\n  fraction: 1.0\n")
+    assert_one_line_error(edgekit("convert", digits_files["model"], "--recipe", rec, "-o", tmp_path / "o"),
+                          2, "recipe key 'prune_channels.fraction' must be in (0, 1)")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_model_with_no_layer_that_can_lose_channels_says_so_and_writes_nothing(tmp_path, digits_files):
+    """Every Conv/Dense layer is a residual branch or the output: exit 5, each named, no output folder."""
+    from edgekit import _tf
+
+    k = _tf.keras()
+    inp = k.Input((8, 8, 1))
+    a = k.layers.Conv2D(4, 3, padding="same", name="branch_a")(inp)
+    b = k.layers.Conv2D(4, 3, padding="same", name="branch_b")(a)
+    x = k.layers.GlobalAveragePooling2D()(k.layers.Add(name="residual")([a, b]))
+    k.Model(inp, k.layers.Dense(10, name="head")(x)).save(tmp_path / "resnetlet.keras")
+    r = edgekit("convert", tmp_path / "resnetlet.keras", "--data", digits_files["train"], "--prune-channels", "0.5",
+                "-o", tmp_path / "o")
+    assert_one_line_error(r, 5, "no layer of this model can lose channels")
+    for name in ("branch_a (Conv2D)", "branch_b (Conv2D)", "head (Dense): its output is a model output"):
+        assert name in r.stderr
+    assert "residual (Add)" in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_cluster_count_below_two(tmp_path, digits_files):
     assert_one_line_error(edgekit("convert", digits_files["model"], "--cluster", "1", "-o", tmp_path / "o"),
                           2, "--cluster must be at least 2")

@@ -328,3 +328,47 @@ def test_regression_models_get_mae_and_rmse(tmp_path, digits_files):
     pred = m.predict(t["x"], verbose=0).ravel()
     assert ev["keras_float"]["mae"] == pytest.approx(float(np.mean(np.abs(pred - (t["y"] + 0.25)))), rel=1e-5)
     assert abs(ev["litert"]["mae"] - ev["keras_float"]["mae"]) < 0.3
+
+
+def test_channel_pruning_shrinks_the_device_model_and_unstructured_pruning_is_measured_as_it_is(digits_files):
+    """prune-channels 0.5 then prune 0.5: the converted model has half the filters and units (MACs, bytes,
+    arena all smaller, each counted from the .tflite); the zeros alone buy nothing on TFLM, some gzip bytes,
+    and a sparse-format file TFLM cannot run."""
+    from edgekit.model.graph import parse
+    from edgekit.model.load import load_tflite
+    from edgekit.model.tflm_host import model_macs
+
+    recipe = Recipe.from_flags(prune_channels=0.5, prune=0.5, epochs=3)
+    res = edgekit.convert(digits_files["model"], digits_files["train"], digits_files["test"], recipe, None)
+    rep = res.report
+    assert [s["stage"] for s in rep["stages"] if s["stage"].startswith("prune")] == ["prune_channels", "prune"]
+    cp = rep["channel_pruning"]
+    assert {r["layer"]: (r["channels_before"], r["channels_after"]) for r in cp["layers"]} == \
+        {"conv": (4, 2), "fc": (16, 8)}
+    assert [u["layer"] for u in cp["unprunable"]] == ["logits"]
+    # the device model itself: 2 conv filters, 8 dense units over 4x4x2 inputs
+    sg = parse(load_tflite(res.model)).main
+    weight_shapes = [list(sg.tensors[op.inputs[1]].shape) for op in sg.operators
+                     if op.op in ("CONV_2D", "FULLY_CONNECTED")]
+    assert weight_shapes == [[2, 3, 3, 1], [8, 32], [10, 8]]
+    before, after = cp["before"], cp["after"]
+    assert after["bytes"] == len(res.model) and after["macs"] == model_macs(res.model)
+    # MACs counted from the .tflite equal those counted from the Keras layers, before and after
+    assert before["macs"] == cp["keras"]["macs_before"] and after["macs"] == cp["keras"]["macs_after"]
+    assert after["macs"] < 0.55 * before["macs"] and after["params"] < 0.55 * before["params"]
+    assert after["bytes"] < before["bytes"]
+    assert after["arena_bytes"] == rep["evaluation"]["tflm_arena_bytes"] < before["arena_bytes"]
+    # fine-tuned after the rebuild (half of a 4-filter CNN is little: accuracy only well above chance)
+    loss = next(s for s in rep["stages"] if s["stage"] == "prune_channels")["history"]["loss"]
+    assert len(loss) == 3 and loss[-1] < loss[0]
+    assert rep["evaluation"]["tflm"]["accuracy"] > 0.5
+
+    up = rep["unstructured_pruning"]
+    assert up["int8_weight_sparsity"] > 0.45
+    tflm, gz, sparse = up["runtimes"]
+    assert up["pruned"]["bytes"] == len(res.model)      # prune was the last stage: the final model
+    assert tflm["bytes_before"] == tflm["bytes_after"] and tflm["macs_before"] == tflm["macs_after"]
+    assert tflm["arena_bytes_before"] == tflm["arena_bytes_after"] and tflm["buys"].startswith("nothing")
+    assert gz["bytes_after"] < gz["bytes_before"]
+    assert sparse["tflm_missing_ops"] == ["DENSIFY"] and sparse["densify_ops"] >= 1
+    assert sparse["litert_builtin_runs"] is True

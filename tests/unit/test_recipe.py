@@ -9,7 +9,8 @@ def test_example_recipe_parses_to_the_documented_chain():
     r = Recipe.from_dict(yaml.safe_load(EXAMPLE_RECIPE))
     assert r.prune.target_sparsity == 0.75 and r.cluster.clusters == 16 and r.qat.epochs == 2
     assert r.quantize.mode == "int8" and r.compress.index_bits == 4
-    assert r.describe() == "prune 0.75 + cluster 16 + qat + int8 + lut4"
+    assert r.prune_channels.fraction == 0.5 and r.prune_channels.scope == "layer"
+    assert r.describe() == "prune-channels 0.5 + prune 0.75 + cluster 16 + qat + int8 + lut4"
 
 
 def test_flags_build_the_same_recipe_as_yaml():
