@@ -187,6 +187,17 @@ def _cut(base, cut_at: Optional[str]):
     return keras.Model(base.inputs, base.outputs, name="base"), base.layers[-1].name
 
 
+def _own_copy(model):
+    keras = _tf.keras()
+    try:
+        copy = keras.models.clone_model(model)
+    except (ValueError, TypeError, NotImplementedError) as e:   # a subclassed model cannot be cloned
+        raise UnsupportedModelError(f"finetune cannot copy the in-memory base ({e})",
+                                    hint="pass the base as a saved .keras/.h5 file") from e
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def _weighted_layers(model) -> list:
     return [l for l in model.layers if l.weights]
 
@@ -221,6 +232,53 @@ def _accuracy(model, ds: Dataset) -> float:
     return right / len(ds)
 
 
+def train_linear_head(features: np.ndarray, labels: np.ndarray, n_classes: int, *, epochs: int,
+                      batch_size: int, learning_rate: float, dropout: float = 0.0, seed: int = 0,
+                      on_epoch=None, initial: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax regression on fixed features with shuffled mini-batch Adam, as Keras trains a Dense head
+    (Glorot-uniform kernel, zero bias, Adam beta 0.9 / 0.999, epsilon 1e-7, mean cross-entropy).
+    ``on_epoch(epoch, loss, accuracy, kernel, bias)`` after each epoch; ``initial`` = (kernel, bias) to
+    start from instead of a random kernel. Returns (kernel, bias)."""
+    rng = np.random.default_rng(seed)
+    f = np.asarray(features, np.float32)
+    n, d = f.shape
+    limit = np.sqrt(6.0 / (d + n_classes))
+    w = rng.uniform(-limit, limit, (d, n_classes)).astype(np.float32)
+    b = np.zeros(n_classes, np.float32)
+    if initial is not None:
+        w, b = (np.array(v, np.float32) for v in initial)
+    moments = [np.zeros_like(w), np.zeros_like(w), np.zeros_like(b), np.zeros_like(b)]
+    beta1, beta2, eps = 0.9, 0.999, 1e-7
+    onehot = np.eye(n_classes, dtype=np.float32)
+    step = 0
+    for epoch in range(epochs):
+        order = rng.permutation(n)
+        loss_sum, right = 0.0, 0
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            x, y = f[idx], labels[idx]
+            if dropout:
+                x = x * ((rng.random(x.shape) >= dropout) / (1.0 - dropout)).astype(np.float32)
+            z = x @ w + b
+            z -= z.max(axis=1, keepdims=True)
+            p = np.exp(z)
+            p /= p.sum(axis=1, keepdims=True)
+            loss_sum += float(-np.log(p[np.arange(len(idx)), y] + 1e-12).sum())
+            right += int(np.sum(p.argmax(1) == y))
+            g = (p - onehot[y]) / len(idx)
+            step += 1
+            alpha = learning_rate * np.sqrt(1 - beta2 ** step) / (1 - beta1 ** step)
+            for var, grad, m, v in ((w, x.T @ g, moments[0], moments[1]), (b, g.sum(0), moments[2], moments[3])):
+                m *= beta1
+                m += (1 - beta1) * grad
+                v *= beta2
+                v += (1 - beta2) * grad * grad
+                var -= (alpha * m / (np.sqrt(v) + eps)).astype(np.float32)
+        if on_epoch is not None:
+            on_epoch(epoch, loss_sum / n, right / n, w, b)
+    return w, b
+
+
 def _features(features, x: np.ndarray) -> np.ndarray:
     return np.concatenate([np.asarray(features(x[i:i + 256], training=False)) for i in range(0, len(x), 256)])
 
@@ -234,7 +292,10 @@ def finetune(base: Any, data: Any, settings: FinetuneSettings | None = None, *, 
     keras = _tf.keras()
     keras.utils.set_random_seed(settings.seed)
     t_start = time.perf_counter()
-    base_model = base if hasattr(base, "layers") else load_base(base, weights=weights, input_shape=input_shape)
+    if hasattr(base, "layers"):
+        base_model = _own_copy(base)     # fine-tuning trains the base's layers: never the caller's model
+    else:
+        base_model = load_base(base, weights=weights, input_shape=input_shape)
     in_shape = tuple(base_model.inputs[0].shape[1:])
     train = _dataset(data, in_shape, "data")
     test = _dataset(eval_data, in_shape, "eval data") if eval_data is not None else None
@@ -265,69 +326,83 @@ def finetune(base: Any, data: Any, settings: FinetuneSettings | None = None, *, 
     features.trainable = False
     x_in = keras.Input(in_shape)
     feature_shape = tuple(features.outputs[0].shape[1:])
-    head_layers = []
+    pre_layers = []                       # parameter-free: pooling / flattening of the features
     if len(feature_shape) == 3:
-        head_layers.append(keras.layers.GlobalAveragePooling2D(name="head_pool"))
+        pre_layers.append(keras.layers.GlobalAveragePooling2D(name="head_pool"))
     elif len(feature_shape) > 1:
-        head_layers.append(keras.layers.Flatten(name="head_flatten"))
+        pre_layers.append(keras.layers.Flatten(name="head_flatten"))
+    head_layers = list(pre_layers)
     if settings.dropout:
         head_layers.append(keras.layers.Dropout(settings.dropout, name="head_dropout"))
-    head_layers.append(keras.layers.Dense(n_classes, name="head_logits"))
+    dense = keras.layers.Dense(n_classes, name="head_logits")
+    head_layers.append(dense)
 
-    def on_top(h):
-        for layer in head_layers:
+    def apply(layers, h):
+        for layer in layers:
             h = layer(h)
         return h
 
-    model = keras.Model(x_in, on_top(features(x_in, training=False)), name="transfer")
+    model = keras.Model(x_in, apply(head_layers, features(x_in, training=False)), name="transfer")
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     history: dict[str, list] = {"phase": [], "loss": [], "accuracy": [], "seconds": [],
                                 "eval_epoch": [], "eval_accuracy": []}
     eval_cost = {"wall_s": 0.0, "cpu_s": 0.0}
 
+    def record(phase: str, epoch: int, epochs: int, loss_value: float, accuracy: float, score) -> None:
+        history["phase"].append(phase)
+        history["loss"].append(float(loss_value))
+        history["accuracy"].append(float(accuracy))
+        every = max(1, -(-epochs // EVAL_POINTS))
+        if score is not None and ((epoch + 1) % every == 0 or epoch + 1 == epochs):
+            t0, c0 = time.perf_counter(), time.process_time()
+            history["eval_epoch"].append(len(history["phase"]))
+            history["eval_accuracy"].append(score())
+            eval_cost["wall_s"] += time.perf_counter() - t0
+            eval_cost["cpu_s"] += time.process_time() - c0
+        history["seconds"].append(time.perf_counter() - t_start)
+        if progress:
+            progress(f"finetune: {phase}", epoch + 1, epochs)
+
     class Track(keras.callbacks.Callback):
-        def __init__(self, phase, epochs, scored):
+        def __init__(self, phase, epochs):
             super().__init__()
-            self.phase, self.epochs, self.scored = phase, epochs, scored
-            self.every = max(1, -(-epochs // EVAL_POINTS))
+            self.phase, self.epochs = phase, epochs
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
-            history["phase"].append(self.phase)
-            history["loss"].append(float(logs.get("loss", np.nan)))
-            history["accuracy"].append(float(logs.get("accuracy", np.nan)))
-            if self.scored is not None and ((epoch + 1) % self.every == 0 or epoch + 1 == self.epochs):
-                t0, c0 = time.perf_counter(), time.process_time()
-                history["eval_epoch"].append(len(history["phase"]))
-                history["eval_accuracy"].append(_accuracy(self.model, self.scored))
-                eval_cost["wall_s"] += time.perf_counter() - t0
-                eval_cost["cpu_s"] += time.process_time() - c0
-            history["seconds"].append(time.perf_counter() - t_start)
-            if progress:
-                progress(f"finetune: {self.phase}", epoch + 1, self.epochs)
+            record(self.phase, epoch, self.epochs, logs.get("loss", np.nan), logs.get("accuracy", np.nan),
+                   None if test is None else (lambda: _accuracy(self.model, test)))
 
-    # Phase 1. The frozen base gives the same features every epoch, so they are computed once and the
-    # head trains on them: one forward pass per sample instead of one per sample per epoch (the
-    # compute transfer learning saves). Features too big to hold go through the base every step.
-    cache_bytes = 4 * len(train) * int(np.prod(feature_shape))
-    cached = cache_bytes <= FEATURE_CACHE_BYTES
+    # Phase 1. The frozen base gives the same features every epoch, so they are computed once (one
+    # forward pass per sample instead of one per sample per epoch: the compute transfer learning
+    # saves) and the linear head trains on them in NumPy, the same mini-batch Adam Keras would run,
+    # without a framework step per batch. Features too big to hold go through the base every step.
+    pooled_shape = tuple(apply(pre_layers, features.outputs[0]).shape[1:])
+    cached = 4 * len(train) * int(np.prod(pooled_shape)) <= FEATURE_CACHE_BYTES
     if cached:
-        f_in = keras.Input(feature_shape)
-        head = keras.Model(f_in, on_top(f_in), name="head")
-        fit_x = _features(features, train.x)
-        scored = None
+        pooled = keras.Model(x_in, apply(pre_layers, features(x_in, training=False)))
+        train_f = _features(pooled, train.x)
+        test_f = None
         if test is not None:
             t0, c0 = time.perf_counter(), time.process_time()
-            scored = Dataset(_features(features, test.x), test.y)
+            test_f = _features(pooled, test.x)
             eval_cost["wall_s"] += time.perf_counter() - t0
             eval_cost["cpu_s"] += time.process_time() - c0
+
+        def on_epoch(epoch, loss_value, accuracy, w, b):
+            record("head", epoch, plan.head_epochs, loss_value, accuracy,
+                   None if test_f is None else (lambda: float(np.mean((test_f @ w + b).argmax(1) == test.y))))
+
+        w, b = train_linear_head(train_f, train.y, n_classes, epochs=plan.head_epochs,
+                                 batch_size=plan.batch_size, learning_rate=settings.learning_rate,
+                                 dropout=settings.dropout, seed=settings.seed, on_epoch=on_epoch)
+        dense.set_weights([w, b])
+        del train_f, test_f
     else:
-        head, fit_x, scored = model, train.x, test
-    head.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss=loss, metrics=["accuracy"])
-    head.fit(fit_x, train.y, epochs=plan.head_epochs, batch_size=plan.batch_size, verbose=0,
-             callbacks=[Track("head", plan.head_epochs, scored)])
-    del fit_x, scored
+        model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss=loss, metrics=["accuracy"])
+        model.fit(train.x, train.y, epochs=plan.head_epochs, batch_size=plan.batch_size, verbose=0,
+                  callbacks=[Track("head", plan.head_epochs)])
     unfrozen = []
     if settings.trainable_top > 0 and plan.finetune_epochs > 0 and weighted:
         features.trainable = True
@@ -340,7 +415,7 @@ def finetune(base: Any, data: Any, settings: FinetuneSettings | None = None, *, 
         model.compile(optimizer=keras.optimizers.Adam(settings.finetune_learning_rate), loss=loss,
                       metrics=["accuracy"])
         model.fit(train.x, train.y, epochs=plan.finetune_epochs, batch_size=plan.batch_size,
-                  verbose=0, callbacks=[Track("finetune", plan.finetune_epochs, test)])
+                  verbose=0, callbacks=[Track("finetune", plan.finetune_epochs)])
     else:
         plan.finetune_epochs = 0
     class_names = train.class_names or [str(i) for i in range(n_classes)]
