@@ -72,7 +72,8 @@ def register(app: typer.Typer) -> None:
         batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default: a quarter of the "
                                                                             "samples, within 8..32."),
         classes: Optional[int] = typer.Option(None, "--classes", help="Classes of the new head "
-                                                                     "(default: from the labels)."),
+                                                                     "(default: from the labels; labels that are "
+                                                                     "not 0..k-1 are mapped to 0..k-1 in order)."),
         weights: Optional[Path] = typer.Option(None, "--weights", help="Local weights for an applications base."),
         input_shape: Optional[str] = typer.Option(None, "--input-shape", help="Input shape for an "
                                                                              "applications base, e.g. 96,96,3."),
