@@ -240,7 +240,7 @@ def print_table(result: dict, summary: list[dict], watts: float | None = None, s
           "(percentage points)")
     if watts:
         print(f"  energy J = CPU s x {watts:.2f} W per core ({source})")
-    head = (f"{'k/class':>7}  {'method':<31}{'test acc':>15}{'vs scratch':>15}{'samples seen':>14}"
+    head = (f"{'k/class':>7}  {'method':<35}{'test acc':>15}{'vs scratch':>15}{'samples seen':>14}"
             f"{'train MMACs':>13}{'CPU s':>8}{'wall s':>8}" + (f"{'energy J':>10}" if watts else ""))
     print(head)
     print("-" * len(head))
@@ -248,9 +248,11 @@ def print_table(result: dict, summary: list[dict], watts: float | None = None, s
     for s in summary:
         k = "" if s["per_class"] == last else str(s["per_class"])
         last = s["per_class"]
+        one = s["seeds"] == 1                  # no spread to show
         versus = ("" if s["method"].startswith(f"scratch, {same} ")
-                  else f"{100 * s['vs_scratch_mean']:+.1f} ± {100 * s['vs_scratch_sd']:.1f}")
-        print(f"{k:>7}  {s['method']:<31}{100 * s['accuracy_mean']:>8.1f} ± {100 * s['accuracy_sd']:>4.1f}"
+                  else f"{100 * s['vs_scratch_mean']:+.1f}" + ("" if one else f" ± {100 * s['vs_scratch_sd']:.1f}"))
+        spread = " " * 7 if one else f" ± {100 * s['accuracy_sd']:>4.1f}"
+        print(f"{k:>7}  {s['method']:<35}{100 * s['accuracy_mean']:>8.1f}{spread}"
               f"{versus:>15}{s['samples_seen']:>14,.0f}{s['mmacs']:>13,.1f}{s['cpu_s']:>8.2f}{s['wall_s']:>8.2f}"
               + (f"{s['energy_j']:>10.1f}" if watts else ""))
 
