@@ -87,6 +87,24 @@ def reserved_arena(board, arena_min_bytes: int | None) -> int | None:
     return arena_with_margin(int(arena_min_bytes))
 
 
+def arena_budget(board, *, firmware_ram_bytes: int | None = None) -> int | None:
+    """The largest exact-minimum arena whose reserved arena (:func:`reserved_arena`) plus the firmware's
+    RAM fits the board's RAM (None on a LiteRT board, 0 when not even an empty arena fits)."""
+    if board.runtime != "tflm":
+        return None
+    room = int(board.ram_bytes) - int(board.firmware_ram_bytes if firmware_ram_bytes is None else firmware_ram_bytes)
+    lo, hi = 0, max(0, room)
+    if room <= 0 or reserved_arena(board, 0) > room:
+        return 0
+    while lo < hi:                       # reserved_arena grows with its argument: bisect the largest that fits
+        mid = (lo + hi + 1) // 2
+        if reserved_arena(board, mid) <= room:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 def fit(board, *, model_bytes: int, arena_min_bytes: int | None = None, quantization: str | None = None,
         arena_error: str | None = None, unsupported_ops: list[str] | tuple = (),
         runtime_problems: list | tuple = (), tflm_runtime: str | None = None,

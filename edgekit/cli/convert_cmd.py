@@ -73,6 +73,10 @@ def register(app: typer.Typer) -> None:
         quantize: str = typer.Option("int8", "--quantize", help="int8 | float16 | dynamic | none."),
         float_io: bool = typer.Option(False, "--float-io", help="Keep float input/output on int8 models."),
         compress: Optional[str] = typer.Option(None, "--compress", help="TFLM LUT compression: lut1..lut7, or auto (bits per tensor, only where it makes the model smaller)."),
+        max_arena: Optional[str] = typer.Option(None, "--max-arena",
+                                                help="With --compress auto: keep tensors plain until the exact "
+                                                     "arena (decoded weights included) is at most this, e.g. "
+                                                     "64k (default with --board: what the board's RAM leaves)."),
         epochs: Optional[int] = typer.Option(None, "--epochs", help="Fine-tuning epochs per stage."),
         batch_size: int = typer.Option(32, "--batch-size"),
         learning_rate: Optional[float] = typer.Option(None, "--lr", help="Fine-tuning learning rate."),
@@ -97,7 +101,7 @@ def register(app: typer.Typer) -> None:
 
         output = Output(json_mode=json_out, quiet=quiet)
         stage_flags = (prune is not None or prune_channels is not None or cluster is not None or qat
-                       or compress is not None)
+                       or compress is not None or max_arena is not None)
         if recipe is not None:
             if stage_flags:
                 raise UsageError("give either --recipe or stage flags (--prune-channels/--prune/--cluster/--qat/"
@@ -117,6 +121,14 @@ def register(app: typer.Typer) -> None:
                                     batch_size=batch_size, learning_rate=learning_rate,
                                     calibration_samples=calibration_samples, seed=seed, strip=not no_strip,
                                     dense_per_tensor=dense_per_tensor, prune_channels=prune_channels)
+            if max_arena is not None:
+                from edgekit.sweep import parse_size
+
+                if rec.compress is None or not rec.compress.auto:
+                    raise UsageError("--max-arena goes with --compress auto",
+                                     hint="e.g. --compress auto --max-arena 64k")
+                rec.compress.max_arena_bytes = parse_size(max_arena)
+                rec.check()
         from edgekit.conversion.pipeline import convert as run_convert
 
         with output.progress() as progress, _tf.quiet_native():

@@ -15,6 +15,12 @@ indices + value table, plus its share of what the DECODE ops and their tensors a
 tensors where that is not smaller than the plain int8 bytes are left plain and the model is compressed
 again without them. So auto never makes a model larger than plain int8; when no tensor pays, the model
 is returned unchanged. Each report row says ``bytes`` before, ``after_bytes`` and ``method``.
+
+Decoded weights cost RAM: TFLM's DECODE writes them into the tensor arena (edgekit's firmware sets up
+no alternate decompression buffer), so a compressed model needs a larger arena than plain int8. Under a
+budget (``--max-arena``, the recipe's ``compress.max_arena_bytes``, or with ``convert --board`` the
+largest arena the board's RAM leaves, :func:`edgekit.fit.arena_budget`) auto keeps tensors plain, the
+most decoded bytes per flash byte saved first, until the measured exact arena fits.
 """
 from __future__ import annotations
 
@@ -105,9 +111,15 @@ def encoded_bytes(model: bytes) -> dict[tuple[int, int], int]:
     return out
 
 
-def compress_lut(model: bytes, spec: CompressSpec) -> tuple[bytes, list[dict]]:
+def compress_lut(model: bytes, spec: CompressSpec, *, max_arena_bytes: int | None = None,
+                 measure_arena=None) -> tuple[bytes, list[dict]]:
     """Returns (compressed model, report rows). Raises ConversionError when nothing can be compressed
-    (with ``spec.auto``: returns the model unchanged when no tensor pays)."""
+    (with ``spec.auto``: returns the model unchanged when no tensor pays).
+
+    With ``spec.auto`` and an arena budget (``max_arena_bytes``, else ``spec.max_arena_bytes``), the
+    arena the decoded weights need is weighed too: see :func:`_fit_arena`. ``measure_arena(model) ->
+    bytes`` is the exact minimal arena (default: host TFLM's, ``tflm_host.measure_arena``)."""
+    budget = max_arena_bytes if max_arena_bytes is not None else spec.max_arena_bytes
     specs, rows = plan(model, spec)
     if not specs:
         if spec.auto:
@@ -126,6 +138,8 @@ def compress_lut(model: bytes, spec: CompressSpec) -> tuple[bytes, list[dict]]:
                 by_index[(t.subgraph, t.tensor)]["skipped"] = (f"the compressed model ({len(out):,} B) was not smaller than "
                                                  f"plain int8 ({len(model):,} B): kept plain")
             out, specs = model, []
+        if specs and budget is not None:
+            out, specs = _fit_arena(model, out, specs, by_index, budget, measure_arena or _host_arena)
     after = encoded_bytes(out) if specs else {}
     kept = {(t.subgraph, t.tensor) for t in specs}
     for r in rows:
@@ -157,3 +171,48 @@ def _keep_what_pays(model: bytes, out: bytes, specs: list, by_index: dict) -> tu
     if not keep:
         return model, []
     return _run_compress(model, keep), keep
+
+
+def _host_arena(model: bytes) -> int:
+    from edgekit.model import tflm_host
+
+    return int(tflm_host.measure_arena(model)["arena_bytes"])
+
+
+def _fit_arena(model: bytes, out: bytes, specs: list, by_index: dict, budget: int, measure) -> tuple[bytes, list]:
+    """Keep tensors plain until the exact arena is at most ``budget`` bytes.
+
+    TFLM's DECODE writes each compressed tensor's int8 weights into the tensor arena (no alternate
+    decompression buffer is set up by edgekit's firmware), so compression trades flash for RAM. The
+    tensor that costs the most decoded bytes per flash byte it saves goes back to plain first, one at a
+    time, each step measured (not estimated). Every row records the arena it was judged against."""
+    arena = measure(out)
+    if arena <= budget:
+        for t in specs:
+            by_index[(t.subgraph, t.tensor)]["arena_budget_bytes"] = budget
+        return out, specs
+    plain_arena = measure(model)
+    if plain_arena > budget:
+        for t in specs:
+            by_index[(t.subgraph, t.tensor)]["skipped"] = (
+                f"even plain int8 needs a {plain_arena:,} B arena (> the {budget:,} B budget) and decoded weights "
+                "only add to it: kept plain")
+        return model, []
+    after = encoded_bytes(out)
+
+    def cost(t) -> float:                     # decoded arena bytes per flash byte saved
+        key = (t.subgraph, t.tensor)
+        return by_index[key]["bytes"] / max(1, by_index[key]["bytes"] - after[key])
+
+    keep = sorted(specs, key=cost)           # cheapest last to go
+    while keep and arena > budget:
+        t = keep.pop()
+        r = by_index[(t.subgraph, t.tensor)]
+        r["skipped"] = (f"its {r['bytes']:,} B of decoded weights live in the arena, which was {arena:,} B with it "
+                        f"compressed (> the {budget:,} B budget): kept plain")
+        out = _run_compress(model, keep) if keep else model
+        arena = measure(out)
+    for t in keep:
+        by_index[(t.subgraph, t.tensor)]["arena_budget_bytes"] = budget
+    kept = {(t.subgraph, t.tensor) for t in keep}
+    return out, [t for t in specs if (t.subgraph, t.tensor) in kept]

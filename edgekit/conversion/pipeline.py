@@ -136,6 +136,11 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
         for note in board_notes:
             warn(note)
         board_doc = {"id": board.id, "notes": board_notes}
+    arena_budget = recipe.compress.max_arena_bytes if recipe.compress is not None else None
+    if arena_budget is None and board is not None and recipe.compress is not None and recipe.compress.auto:
+        from edgekit.fit import arena_budget as board_arena_budget
+
+        arena_budget = board_arena_budget(board)
     t_start = time.perf_counter()
     stages: list[dict] = []
     if out_dir is not None:
@@ -284,10 +289,11 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
 
         t0 = time.perf_counter()
         before = len(final)
-        final, compress_rows = compress_lut(final, recipe.compress)
+        final, compress_rows = compress_lut(final, recipe.compress, max_arena_bytes=arena_budget)
         compressed = any(r.get("method", "none") != "none" for r in compress_rows)
         stage("compress", {"method": "lut", "index_bits": recipe.compress.index_bits,
-                           "min_tensor_bytes": recipe.compress.min_tensor_bytes, "auto": recipe.compress.auto},
+                           "min_tensor_bytes": recipe.compress.min_tensor_bytes, "auto": recipe.compress.auto,
+                           "max_arena_bytes": arena_budget if recipe.compress.auto else None},
               t0, bytes_before=before, bytes=len(final), tensors=compress_rows)
         for r in compress_rows:
             if r.get("skipped") and r.get("bytes", 0) >= recipe.compress.min_tensor_bytes and not recipe.compress.auto:

@@ -138,9 +138,15 @@ class CompressSpec:
     # auto: every tensor gets the fewest index bits its values need (up to index_bits) and is kept
     # compressed only where its encoded indices + value table + DECODE op are smaller than before
     auto: bool = False
+    # auto under a RAM budget: decoded weights live in the tensor arena (the firmware sets up no
+    # alternate decompression buffer), so tensors are kept plain, worst arena cost per flash byte saved
+    # first, until the exact arena is at most this (None: no budget; `convert --board` uses the board's)
+    max_arena_bytes: Optional[int] = None
 
     def check(self) -> None:
         _require(self.method == "lut", "compress.method", "only 'lut' is supported")
+        _require(self.max_arena_bytes is None or self.max_arena_bytes > 0, "compress.max_arena_bytes",
+                 f"must be a positive number of bytes, got {self.max_arena_bytes}")
         _require(1 <= self.index_bits <= 7, "compress.index_bits", f"must be 1..7, got {self.index_bits}")
         _require(self.min_tensor_bytes >= 0, "compress.min_tensor_bytes", "must be 0 or more")
 

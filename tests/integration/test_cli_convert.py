@@ -84,6 +84,16 @@ def test_a_model_with_no_layer_that_can_lose_channels_says_so_and_writes_nothing
     assert not (tmp_path / "o").exists()
 
 
+def test_max_arena_needs_compress_auto_and_a_size(tmp_path, digits_files):
+    assert_one_line_error(edgekit("convert", digits_files["model"], "--data", digits_files["train"],
+                                  "--compress", "lut3", "--max-arena", "64k", "-o", tmp_path / "o"),
+                          2, "--max-arena goes with --compress auto")
+    assert_one_line_error(edgekit("convert", digits_files["model"], "--data", digits_files["train"],
+                                  "--compress", "auto", "--max-arena", "lots", "-o", tmp_path / "o"),
+                          2, "size 'lots' is not understood")
+    assert not (tmp_path / "o").exists()
+
+
 def test_cluster_count_below_two(tmp_path, digits_files):
     assert_one_line_error(edgekit("convert", digits_files["model"], "--cluster", "1", "-o", tmp_path / "o"),
                           2, "--cluster must be at least 2")

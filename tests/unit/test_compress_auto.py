@@ -7,6 +7,7 @@ import pytest
 
 import tinymodels
 from edgekit.conversion.compress import compress_lut, encoded_bytes
+from edgekit.model import tflm_host
 from edgekit.optimize.recipe import parse_compress_flag
 
 
@@ -68,3 +69,55 @@ def test_auto_on_unclustered_weights_leaves_the_model_as_it_is():
     plain = tinymodels.int8_cnn()
     out, rows = compress_lut(plain, parse_compress_flag("auto"))
     assert out == plain and all(r["method"] == "none" for r in rows)
+
+
+def _arena(model: bytes) -> int:
+    return int(tflm_host.measure_arena(model)["arena_bytes"])
+
+
+@pytest.fixture(scope="module")
+def lut_cnn_arenas():
+    plain, _ = tinymodels.lut_compressed_cnn()
+    auto, _ = compress_lut(plain, parse_compress_flag("auto"))
+    return plain, auto, _arena(plain), _arena(auto)
+
+
+def test_auto_weighs_the_arena_decoded_weights_need(lut_cnn_arenas):
+    plain, auto, plain_arena, auto_arena = lut_cnn_arenas
+    assert auto_arena > plain_arena            # DECODE writes the weights into the arena
+    budget = auto_arena - 16
+    spec = parse_compress_flag("auto")
+    spec.max_arena_bytes = budget
+    out, rows = compress_lut(plain, spec)
+    assert _arena(out) <= budget                # measured on host TFLM, not estimated
+    assert len(out) > len(auto)                 # flash was given back for RAM
+    dropped = [r for r in rows if r["method"] == "none" and "arena" in r.get("skipped", "")]
+    assert dropped and all(f"{budget:,} B budget" in r["skipped"] for r in dropped)
+    assert len(out) <= len(plain)
+
+
+def test_a_budget_not_even_plain_int8_meets_keeps_the_model_plain(lut_cnn_arenas):
+    plain, _, plain_arena, _ = lut_cnn_arenas
+    out, rows = compress_lut(plain, parse_compress_flag("auto"), max_arena_bytes=plain_arena - 16)
+    assert out == plain
+    assert any("even plain int8 needs" in r.get("skipped", "") for r in rows)
+
+
+def test_a_budget_the_compressed_model_meets_changes_nothing(lut_cnn_arenas):
+    plain, auto, _, auto_arena = lut_cnn_arenas
+    out, rows = compress_lut(plain, parse_compress_flag("auto"), max_arena_bytes=auto_arena)
+    assert out == auto
+    assert all(r.get("arena_budget_bytes") == auto_arena for r in rows if r["method"] != "none")
+
+
+def test_the_arena_budget_of_a_board_is_the_largest_that_fits():
+    from edgekit.boards import load_board
+    from edgekit.fit import arena_budget, fit
+
+    for board_id in ("nano33ble", "qemu-m4"):
+        board = load_board(board_id)
+        budget = arena_budget(board)
+        assert budget > 0
+        assert fit(board, model_bytes=1000, arena_min_bytes=budget, quantization="int8").ram_margin_bytes >= 0
+        assert fit(board, model_bytes=1000, arena_min_bytes=budget + 16, quantization="int8").ram_margin_bytes < 0
+    assert arena_budget(load_board("rpi4")) is None
