@@ -19,9 +19,11 @@ VALIDATE = "edgekit.validate/1"
 FINETUNE = "edgekit.finetune/1"
 REPORT = "edgekit.report/1"
 SWEEP = "edgekit.sweep/1"
+DIAGNOSE = "edgekit.diagnose/1"
 
 # command -> the schema of its --json document
 BY_COMMAND = {"boards": BOARDS, "devices": DEVICES, "doctor": DOCTOR, "convert": CONVERT, "inspect": INSPECT,
               "export": EXPORT, "flash": FLASH, "virtual-board": VIRTUAL_BOARD, "profile": PROFILE,
-              "validate": VALIDATE, "finetune": FINETUNE, "report": REPORT, "sweep": SWEEP}
+              "validate": VALIDATE, "finetune": FINETUNE, "report": REPORT, "sweep": SWEEP,
+              "diagnose": DIAGNOSE}
 ALL = frozenset(BY_COMMAND.values()) | {ERROR}
