@@ -50,7 +50,7 @@ def _human(out: Output, doc: dict) -> None:
     if doc["trials"]:
         t = Table(title=f"Settings, cheapest on the device first (host TFLM, {n['eval']} samples; "
                         f"budget {doc['max_drop_points']:g} points)", header_style="bold")
-        for col in ("setting", "model bytes", "arena bytes", doc["metric"], "drop pt", ""):
+        for col in ("setting", "model bytes", "arena (recorded)", doc["metric"], "drop pt", ""):
             t.add_column(col, justify="left" if col in ("setting", "") else "right")
         for tr in doc["trials"]:
             t.add_row(tr["setting"]["name"], f"{tr['model_bytes']:,}",
@@ -63,9 +63,11 @@ def _human(out: Output, doc: dict) -> None:
         c.print(f"[dim]{note}[/dim]")
     ch = doc["chosen"]
     if ch:
+        base = doc["baseline"]
+        arena = (f", exact arena {ch['exact_arena_bytes']:,} B (plain int8 PTQ: {base['exact_arena_bytes']:,} B)"
+                 if ch["exact_arena_bytes"] and base["exact_arena_bytes"] else "")
         c.print(f"cheapest setting within {doc['max_drop_points']:g} points: [bold]{ch['setting']['name']}[/] "
-                f"({ch['drop_points']:+.2f} points, {ch['model_bytes']:,} B"
-                + (f", arena {ch['arena_bytes']:,} B" if ch["arena_bytes"] else "") + ", host TFLM)")
+                f"({ch['drop_points']:+.2f} points, {ch['model_bytes']:,} B{arena}, host TFLM)")
         if ch["setting"]["float_layers"]:
             c.print("[dim]float fallback is not applied by convert --auto-fix (it tries dense, bias and 16x8)[/dim]")
         else:

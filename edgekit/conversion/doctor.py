@@ -64,9 +64,9 @@ DEFAULT_MAX_DROP = 1.0              # points
 AUTO_DENSE_MAX_COST = 0.1           # points: per-tensor dense is kept when it costs at most this
 WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 _QDQ = ("QUANTIZE", "DEQUANTIZE")
-quantizer_free_ops = ("RESHAPE", "SQUEEZE", "EXPAND_DIMS")  # move bytes only: nothing to leave in float
-FLOAT_FALLBACK_LAYERS = (1, 2)
-BIAS_SAMPLES = 200                  # calibration samples the bias correction measures means on      # how many of the worst layers the float-fallback rungs keep in float
+BYTE_MOVING_OPS = ("RESHAPE", "SQUEEZE", "EXPAND_DIMS")    # nothing to gain by leaving them in float
+FLOAT_FALLBACK_LAYERS = (1, 2)      # how many of the worst layers the float-fallback rungs keep in float
+BIAS_SAMPLES = 200                  # calibration samples the bias correction measures means on
 
 
 # -- settings ------------------------------------------------------------------------------------
@@ -124,18 +124,20 @@ class Trial:
     """A setting built and evaluated on host TFLM."""
 
     setting: Setting
-    model_bytes: int
+    model_bytes: int                    # after the strip pass: what convert writes and a device gets
     arena_bytes: Optional[int]          # TFLM's recording allocator's total for this model (host TFLM)
     score: dict                         # {"accuracy": ...} or {"mae": ..., "rmse": ...}
     drop_points: float                  # float score minus this one, in points (see module doc)
     meets: bool
     runtime: str = "host TFLM"
     notes: list[str] = field(default_factory=list)
+    exact_arena_bytes: Optional[int] = None     # the smallest arena host TFLM runs it in (baseline, chosen)
 
     def to_dict(self) -> dict[str, Any]:
         return {"setting": self.setting.to_dict(), "model_bytes": self.model_bytes,
-                "arena_bytes": self.arena_bytes, "score": self.score, "drop_points": round(self.drop_points, 4),
-                "meets": self.meets, "runtime": self.runtime, "notes": self.notes}
+                "arena_bytes": self.arena_bytes, "exact_arena_bytes": self.exact_arena_bytes, "score": self.score,
+                "drop_points": round(self.drop_points, 4), "meets": self.meets, "runtime": self.runtime,
+                "notes": self.notes}
 
 
 @dataclass
@@ -157,7 +159,7 @@ class Diagnosis:
     samples: dict
     notes: list[str] = field(default_factory=list)
     duration_s: float = 0.0
-    model: Optional[bytes] = None           # the chosen setting's .tflite (not in the JSON document)
+    model: Optional[bytes] = None           # the chosen setting's .tflite, stripped (not in the JSON document)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -348,10 +350,27 @@ def layer_errors(graph: bytes, model: bytes, x: np.ndarray) -> list[dict]:
 def _tflm_trial(model: bytes, setting: Setting, test: Dataset, float_score: dict, max_drop: float) -> Trial:
     from edgekit.conversion import evaluate as ev
 
+    from edgekit.conversion.strip import strip_for_micro
+
     outputs, _, arena = ev.tflm_run(model, test.x)          # verified by LiteRT's verifier first
     score = _score(outputs, test)
     drop = drop_points(score, float_score, test)
-    return Trial(setting, len(model), arena, score, drop, drop <= max_drop + 1e-9)
+    return Trial(setting, len(strip_for_micro(model)), arena, score, drop, drop <= max_drop + 1e-9)
+
+
+def _stripped(model: bytes) -> bytes:
+    from edgekit.conversion.strip import strip_for_micro
+
+    return strip_for_micro(model)
+
+
+def _exact_arena(model: bytes) -> Optional[int]:
+    from edgekit.model import tflm_host
+
+    try:
+        return int(tflm_host.measure_arena(model)["arena_bytes"])
+    except EdgekitError:
+        return None
 
 
 # -- bias correction -----------------------------------------------------------------------------
@@ -532,8 +551,9 @@ def ladder(fixes: tuple[str, ...], *, has_dense: bool, per_channel_ok: bool, wor
     else:
         dense = [False] if per_channel_ok else [True]
     if has_dense and not per_channel_ok:
-        skipped.append({"setting": "per-channel dense", "reason": "the board's TFLM uses one weight scale per "
-                                                                  "FULLY_CONNECTED (per-channel computes wrong outputs)"})
+        skipped.append({"setting": "per-channel dense",
+                        "reason": "the board's TFLM uses one weight scale per FULLY_CONNECTED (per-channel "
+                                  "computes wrong outputs)"})
     bias = [False, True] if "bias" in fixes else [False]
     out = [Setting("int8", d, b) for d in dense for b in bias]
     if "16x8" in fixes:
@@ -690,7 +710,7 @@ def diagnose(model: Any, data: Any, eval_data: Any = None, *, board: Any = None,
     ranked = sorted((r for r in layers if "alone_int8" in r), key=key)
     for rank, row in enumerate(ranked, 1):
         row["sensitivity_rank"] = rank
-    worst = [(r["tensor"], r["layer"]) for r in ranked if r["op"] not in quantizer_free_ops]
+    worst = [(r["tensor"], r["layer"]) for r in ranked if r["op"] not in BYTE_MOVING_OPS]
     step("layers", 2, 3)
 
     settings, skipped = ladder(fix_list, has_dense=has_dense, per_channel_ok=per_channel_ok, worst=worst,
@@ -700,9 +720,8 @@ def diagnose(model: Any, data: Any, eval_data: Any = None, *, board: Any = None,
         skipped.append(no_16x8)
     step("layers", 3, 3)
 
-    baseline = trials = None
-    chosen = closest = None
-    trials = []
+    baseline = chosen = closest = None
+    trials: list[Trial] = []
     if test is None:
         notes.append("no labelled --eval data: errors and ranking only; no setting chosen")
     else:
@@ -723,6 +742,9 @@ def diagnose(model: Any, data: Any, eval_data: Any = None, *, board: Any = None,
                 break
         if trials:
             closest = min(trials, key=lambda t: t.drop_points)
+        baseline.exact_arena_bytes = _exact_arena(plain)
+        if chosen is not None:
+            chosen.exact_arena_bytes = _exact_arena(maker.build(chosen.setting))
         if chosen is not None and chosen.setting != plain_setting:
             after = layer_errors(graph, maker.build(chosen.setting), probe) if not chosen.setting.float_layers else []
             by_tensor = {r["tensor"]: r for r in after}
@@ -739,7 +761,7 @@ def diagnose(model: Any, data: Any, eval_data: Any = None, *, board: Any = None,
         samples={"calibration": int(len(calib)), "eval": 0 if test is None else int(len(test)),
                  "layers": int(len(probe))},
         notes=notes, duration_s=time.perf_counter() - t_start,
-        model=None if chosen is None else maker.build(chosen.setting))
+        model=None if chosen is None else _stripped(maker.build(chosen.setting)))
     if raise_if_unmet:
         result.raise_if_unmet()
     return result
