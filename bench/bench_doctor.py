@@ -101,9 +101,16 @@ def doctor_row(name: str, model, train, test, board: str | None = None) -> tuple
         d = diagnose(model, train, test, board=board, max_drop=1.0, raise_if_unmet=False)
     dt = time.perf_counter() - t0
     chosen = d.chosen
+    first = d.trials[0]
+
+    def arena(trial):
+        return f"{trial.exact_arena_bytes:,}" if trial is not None and trial.exact_arena_bytes else "-"
+
     row = [name + (f" (board {board})" if board else ""), f"{100 * d.float_score['accuracy']:.2f} %",
-           f"{d.baseline.drop_points:+.2f}", chosen.setting.name if chosen else f"none; closest {d.closest.setting.name}",
-           f"{(chosen or d.closest).drop_points:+.2f}", f"{len(d.trials)}", f"{dt:.1f}"]
+           f"{d.baseline.drop_points:+.2f}", f"{first.setting.name}: {first.drop_points:+.2f}",
+           chosen.setting.name if chosen else f"none; closest {d.closest.setting.name}",
+           f"{(chosen or d.closest).drop_points:+.2f}", f"{d.baseline.model_bytes:,} / {arena(d.baseline)}",
+           f"{chosen.model_bytes:,} / {arena(chosen)}" if chosen else "-", f"{len(d.trials)}", f"{dt:.1f}"]
     return row, d.to_dict(), d
 
 
@@ -147,9 +154,10 @@ def main() -> int:
             chosen16 = d.model
         print(f"  diagnosed: {row[0]}", flush=True)
     print()
-    print(table("The doctor (edgekit diagnose --max-drop 1): drops in points against float, on host TFLM; "
-                "time is host wall time", ["model", "float", "plain int8 drop", "chosen setting", "its drop",
-                                            "settings tried", "host s"], doctor_rows))
+    print(table("The doctor (edgekit diagnose --max-drop 1): drops in points against float on host TFLM; bytes "
+                "stripped / exact arena on host TFLM; time is host wall time",
+                ["model", "float", "plain int8 PTQ drop", "cheapest setting: drop", "chosen setting", "its drop",
+                 "plain B / arena", "chosen B / arena", "settings tried", "host s"], doctor_rows))
 
     # the 16x8 fix on the Nano's own library, when the emulated target can be built
     if chosen16 is not None:
