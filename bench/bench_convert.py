@@ -83,7 +83,7 @@ def main() -> int:
     model, (x_train, x_test) = trained_digits(work)
     print(f"digits CNN: {model.count_params():,} parameters; train {len(x_train)}, test {len(x_test)}\n")
 
-    chains = [("int8 PTQ", Recipe.from_flags())]
+    chains = [("int8 PTQ", Recipe.from_flags(dense_auto=False))]   # the converter's per-channel dense weights
     e = args.stage_epochs
     grid = [(16, 4), (8, 3), (4, 2)] if not args.quick else [(8, 3), (4, 2)]
     for prune in ([None, 0.5] if not args.quick else [None]):

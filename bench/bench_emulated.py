@@ -32,7 +32,7 @@ def _models(work: Path, stage_epochs: int) -> dict[str, Path]:
     from edgekit.optimize.recipe import Recipe
 
     trained_digits(work)
-    chains = {"int8 (per-channel dense)": Recipe.from_flags(),
+    chains = {"int8 (per-channel dense)": Recipe.from_flags(dense_auto=False),
               "int8 (per-tensor dense)": Recipe.from_flags(dense_per_tensor=True),
               "cluster 8 + QAT + lut3": Recipe.from_flags(cluster=8, qat=True, compress="lut3", epochs=stage_epochs)}
     out = {}

@@ -19,6 +19,8 @@ _LAZY = {
     "convert": "edgekit.conversion.pipeline:convert",
     "ConvertResult": "edgekit.conversion.pipeline:ConvertResult",
     "Recipe": "edgekit.optimize.recipe:Recipe",
+    "diagnose": "edgekit.conversion.doctor:diagnose",
+    "Diagnosis": "edgekit.conversion.doctor:Diagnosis",
     "load_recipe": "edgekit.optimize.recipe:load_recipe",
     "load_data": "edgekit.conversion.data:load_data",
     "load_model": "edgekit.optimize.loading:load_model",

@@ -69,7 +69,7 @@ _OPTIONAL = {
     "baud": int, "build": dict, "upload": dict, "sources": dict, "notes": str, "tflm": dict,
     "emulator": dict,
 }
-TFLM_KEYS = ("library", "decode", "per_channel_fully_connected", "ops_missing", "source")
+TFLM_KEYS = ("library", "decode", "per_channel_fully_connected", "ops_missing", "ops_16x8", "source")
 EMULATOR_KEYS = ("machine", "cpu", "fpu", "float_abi")
 RUNTIMES = ("tflm", "litert")
 

@@ -77,6 +77,15 @@ class RuntimeFailed(ConversionError):
         self.kind = kind
 
 
+class AccuracyBudgetError(ConversionError):
+    """No quantization setting keeps accuracy within ``--max-drop`` points of float (the quantization
+    doctor). ``closest``: the setting that came nearest, with its drop."""
+
+    def __init__(self, message: str, *, hint: str | None = None, closest: dict | None = None, **context):
+        super().__init__(message, hint=hint, closest=closest, **context)
+        self.closest = closest
+
+
 class RecipeError(UsageError):
     """A recipe YAML file with unknown keys, wrong types or out-of-range values."""
 

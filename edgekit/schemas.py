@@ -21,10 +21,11 @@ REPORT = "edgekit.report/1"
 SWEEP = "edgekit.sweep/1"
 FARM_PLACES = "edgekit.farm-places/1"
 FARM_PROFILE = "edgekit.farm-profile/1"     # also comparison.json of a farm run
+DIAGNOSE = "edgekit.diagnose/1"
 
 # command -> the schema of its --json document
 BY_COMMAND = {"boards": BOARDS, "devices": DEVICES, "doctor": DOCTOR, "convert": CONVERT, "inspect": INSPECT,
               "export": EXPORT, "flash": FLASH, "virtual-board": VIRTUAL_BOARD, "profile": PROFILE,
               "validate": VALIDATE, "finetune": FINETUNE, "report": REPORT, "sweep": SWEEP,
-              "farm places": FARM_PLACES, "farm profile": FARM_PROFILE}
+              "farm places": FARM_PLACES, "farm profile": FARM_PROFILE, "diagnose": DIAGNOSE}
 ALL = frozenset(BY_COMMAND.values()) | {ERROR}

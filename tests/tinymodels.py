@@ -183,6 +183,58 @@ def float_lstm() -> bytes:
     return convert_keras(model, int8=False)
 
 
+def blobs(samples: int, *, classes: int = 4, features: int = 16, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian blobs: ``classes`` overlapping centres in ``features`` dimensions (spread 0.7 against unit
+    noise: a float MLP gets ~96 %); (x float32, y int64)."""
+    centres = np.random.default_rng(SEED).normal(0.0, 0.7, (classes, features))
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, samples)
+    return (centres[y] + rng.normal(0.0, 1.0, (samples, features))).astype(np.float32), y.astype(np.int64)
+
+
+def outlier_mlp_keras(outlier: float = 1500.0, epochs: int = 12):
+    """A classifier that plain int8 PTQ breaks and 16x8 does not: Dense(24, relu) -> Dense(4), trained on
+    ``blobs``, then one hidden unit is added that is always on at ``outlier`` and feeds nothing.
+
+    The float model computes exactly what it computed before (the unit's outgoing weights are 0), but
+    the hidden activation tensor's int8 range now spans 0..``outlier``: one int8 step is ~``outlier``/255,
+    coarser than every other unit's whole range. 16x8 activations have 256 times finer steps.
+    """
+    k = _keras()
+    w1, b1, w2, b2 = _blobs_mlp(k, epochs)
+    model = k.Sequential([k.layers.Input((16,)), k.layers.Dense(25, activation="relu", name="hidden"),
+                          k.layers.Dense(4, name="logits")])
+    model.set_weights([np.concatenate([w1, np.zeros((16, 1), np.float32)], axis=1),
+                       np.concatenate([b1, [outlier]]).astype(np.float32),
+                       np.concatenate([w2, np.zeros((1, 4), np.float32)], axis=0), b2])
+    return model
+
+
+def _blobs_mlp(k, epochs: int):
+    x, y = blobs(1200)
+    small = k.Sequential([k.layers.Input((16,)), k.layers.Dense(24, activation="relu"), k.layers.Dense(4)])
+    small.compile(k.optimizers.Adam(0.01), k.losses.SparseCategoricalCrossentropy(from_logits=True))
+    small.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
+    return small.get_weights()
+
+
+def dead_unit_mlp_keras(weight: float = 200.0, epochs: int = 12):
+    """A classifier whose dense weights need one scale per output channel: the ``blobs`` MLP plus one
+    hidden unit that is never active (its bias keeps it below zero, a dead ReLU) but has large weights.
+
+    Float outputs are unchanged. Per-channel int8 gives the dead unit its own scale; with one scale for
+    the whole tensor every other unit's weights fall onto a few int8 steps.
+    """
+    k = _keras()
+    w1, b1, w2, b2 = _blobs_mlp(k, epochs)
+    dead = np.full((16, 1), weight, np.float32)
+    model = k.Sequential([k.layers.Input((16,)), k.layers.Dense(25, activation="relu", name="hidden"),
+                          k.layers.Dense(4, name="logits")])
+    model.set_weights([np.concatenate([w1, dead], axis=1), np.concatenate([b1, [-1000.0 * weight]]).astype(np.float32),
+                       np.concatenate([w2, np.zeros((1, 4), np.float32)], axis=0), b2])
+    return model
+
+
 def lut_cnn_keras(values_per_channel: int = 8):
     """int8_cnn with every Conv2D/Dense kernel snapped to a few distinct values per output channel.
 

@@ -46,6 +46,16 @@ def _human(out: Output, rep: dict) -> None:
         if ev.get("tflm_arena_bytes"):
             t.add_row("TFLM arena bytes", "", f"{ev['tflm_arena_bytes']:,}")
     out.console.print(t)
+    quant = next((st for st in rep.get("stages", []) if st["stage"] == "quantize"), {})
+    if quant.get("settings", {}).get("auto_fix"):
+        doc = quant["doctor"]["chosen"]
+        out.console.print(f"auto-fix: {doc['setting']['name']} ({doc['drop_points']:+.2f} points against float "
+                          f"on host TFLM, budget {quant['doctor']['max_drop_points']:g})")
+    elif quant.get("dense_choice"):
+        dc = quant["dense_choice"]
+        if "cost_points" in dc:
+            out.console.print(f"dense weights: {dc['chosen']} (per-tensor costs {dc['cost_points']:+.2f} points "
+                              f"against per-channel on host TFLM; kept where <= {dc['max_cost_points']:g})")
     if rep.get("needs_tflm"):
         out.console.print("[yellow]note:[/] LUT-compressed: this model runs on TFLite-Micro only")
     from edgekit.conversion.payoff import human_lines
@@ -91,6 +101,12 @@ def register(app: typer.Typer) -> None:
                                                  "dense weights where it needs them; refuses --compress without DECODE)."),
         dense_per_tensor: bool = typer.Option(False, "--dense-per-tensor",
                                               help="One weight scale per dense layer (not per output channel)."),
+        dense_per_channel: bool = typer.Option(False, "--dense-per-channel",
+                                               help="Keep per-channel dense weights even where per-tensor costs "
+                                                    "<= 0.1 point on --eval (the default choice)."),
+        auto_fix: bool = typer.Option(False, "--auto-fix", help="Quantize with the doctor's cheapest setting "
+                                      "within --max-drop points of float (edgekit diagnose; needs --eval)."),
+        max_drop: float = typer.Option(1.0, "--max-drop", help="Accuracy points --auto-fix may lose."),
         json_out: bool = typer.Option(False, "--json", help="Print report.json on stdout."),
         quiet: bool = typer.Option(False, "-q", "--quiet"),
     ) -> None:
@@ -100,6 +116,8 @@ def register(app: typer.Typer) -> None:
         from edgekit.optimize.recipe import Recipe, load_recipe
 
         output = Output(json_mode=json_out, quiet=quiet)
+        if dense_per_tensor and dense_per_channel:
+            raise UsageError("give --dense-per-tensor or --dense-per-channel, not both")
         stage_flags = (prune is not None or prune_channels is not None or cluster is not None or qat
                        or compress is not None or max_arena is not None)
         if recipe is not None:
@@ -120,7 +138,8 @@ def register(app: typer.Typer) -> None:
                                     float_io=float_io, compress=compress, epochs=epochs,
                                     batch_size=batch_size, learning_rate=learning_rate,
                                     calibration_samples=calibration_samples, seed=seed, strip=not no_strip,
-                                    dense_per_tensor=dense_per_tensor, prune_channels=prune_channels)
+                                    dense_per_tensor=dense_per_tensor, dense_auto=not dense_per_channel,
+                                    prune_channels=prune_channels)
             if max_arena is not None:
                 from edgekit.sweep import parse_size
 
@@ -133,7 +152,8 @@ def register(app: typer.Typer) -> None:
 
         with output.progress() as progress, _tf.quiet_native():
             result = run_convert(model, data, eval_data, rec, out, allow_lambda=unsafe_allow_lambda,
-                                 progress=progress, warn=output.warn, board=board)
+                                 progress=progress, warn=output.warn, board=board,
+                                 auto_fix=max_drop if auto_fix else None)
         output.result(result.report, _human, schema=schemas.CONVERT)
         if not json_out and not quiet:
             output.info(f"wrote {out}/ ({', '.join(result.written) or 'unchanged'})")

@@ -18,6 +18,7 @@ from edgekit.errors import EXIT_CODE_NAMES
 # One line per command module; each defines register(app).
 COMMAND_MODULES = (
     "edgekit.cli.convert_cmd",
+    "edgekit.cli.diagnose_cmd",
     "edgekit.cli.finetune_cmd",
     "edgekit.cli.sweep_cmd",
     "edgekit.cli.device_cmds",

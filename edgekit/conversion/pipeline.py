@@ -107,7 +107,7 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
             out_dir: str | Path | None = None, *, allow_lambda: bool = False,
             progress: ProgressFn | None = None,
             warn: Callable[[str], None] | None = None, stage_cache: dict | None = None,
-            board: Any = None) -> ConvertResult:
+            board: Any = None, auto_fix: float | None = None) -> ConvertResult:
     """Shrink and convert a Keras model.
 
     model: path to .keras / .h5 / SavedModel folder, or a tf_keras model object.
@@ -118,6 +118,10 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
     board: an id or Board: the recipe is adjusted to what that board's TFLM runtime runs correctly
     (per-tensor dense weights where it lacks per-channel FULLY_CONNECTED; LUT compression refused
     where it lacks DECODE), before any work starts.
+    auto_fix: the quantization doctor's cheapest setting within this many accuracy points of float,
+    verified on host TFLM (edgekit.conversion.doctor.auto_fix; needs eval data, no QAT). Without it, an
+    int8 model with eval data keeps per-tensor dense weights where they cost <= 0.1 point against
+    per-channel (``quantize.dense_auto``; doctor.choose_dense).
     """
     from edgekit.optimize import tfmot_adapter as mot
     from edgekit.optimize.loading import LoadedModel, load_model
@@ -125,14 +129,15 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
 
     recipe = (recipe or Recipe()).check()
     warn = warn or (lambda msg: None)
-    board_doc = None
+    board_doc = facts = None
     if board is not None:
         from edgekit.boards import Board, load_board
         from edgekit.optimize.recipe import recipe_for_runtime
         from edgekit.tflm.compat import facts_from_board
 
         board = board if isinstance(board, Board) else load_board(str(board))
-        recipe, board_notes = recipe_for_runtime(recipe, facts_from_board(board), board.id)
+        facts = facts_from_board(board)
+        recipe, board_notes = recipe_for_runtime(recipe, facts, board.id)
         for note in board_notes:
             warn(note)
         board_doc = {"id": board.id, "notes": board_notes}
@@ -183,6 +188,10 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
         from edgekit.optimize import channels
 
         channels.plan(loaded.keras, recipe.prune_channels)   # no layer can lose channels: say so before any work
+    if auto_fix is not None:
+        from edgekit.conversion.doctor import check_auto_fix
+
+        check_auto_fix(recipe, test, auto_fix)
 
     tf = _tf.tf()
     keras = _tf.keras()
@@ -204,10 +213,30 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
 
     def quantize(keras_model, saved_model_dir) -> bytes:
         t0 = time.perf_counter()
+        settings = {"mode": q.mode, "io": q.io, "calibration_samples": 0 if calib is None else len(calib),
+                    "dense_per_tensor": q.dense_per_tensor}
+        if auto_fix is not None:                    # the doctor's cheapest setting within the budget
+            from edgekit.conversion import doctor
+
+            out, doc = doctor.auto_fix(keras_model=keras_model, saved_model_dir=saved_model_dir, calibration=calib,
+                                       test=test, facts=facts, int8_only=bool(getattr(board, "int8_only", False)),
+                                       max_drop=auto_fix, io=q.io, progress=progress)
+            chosen = doc["chosen"]["setting"]
+            settings.update(dense_per_tensor=chosen["dense_per_tensor"], activations=chosen["activations"],
+                            bias_correction=chosen["bias_correction"], auto_fix=chosen["name"])
+            stage("quantize", settings, t0, bytes=len(out), doctor=doc)
+            return out
         out = to_tflite(keras_model=keras_model, saved_model_dir=saved_model_dir,
                         mode=q.mode, io=q.io, calibration=calib, dense_per_tensor=q.dense_per_tensor)
-        stage("quantize", {"mode": q.mode, "io": q.io, "calibration_samples": 0 if calib is None else len(calib),
-                           "dense_per_tensor": q.dense_per_tensor}, t0, bytes=len(out))
+        extra = {}
+        if q.mode == "int8" and q.dense_auto and not q.dense_per_tensor and test is not None:
+            from edgekit.conversion.doctor import choose_dense
+
+            out, extra["dense_choice"] = choose_dense(out, lambda: to_tflite(
+                keras_model=keras_model, saved_model_dir=saved_model_dir, mode=q.mode, io=q.io, calibration=calib,
+                dense_per_tensor=True), test)
+            settings["dense_per_tensor"] = (extra["dense_choice"] or {}).get("chosen") == "per-tensor"
+        stage("quantize", settings, t0, bytes=len(out), **{k: v for k, v in extra.items() if v})
         return out
 
     # float32 baseline of the input model; without training stages the quantized model is converted

@@ -35,6 +35,7 @@ quantize:
   mode: int8            # int8 | float16 | dynamic | none
   io: int8              # int8 | float (input/output tensor type of an int8 model)
   calibration_samples: 300
+  dense_auto: true      # with eval data: per-tensor dense weights where they cost <= 0.1 point
 compress:
   method: lut           # TFLM look-up-table compression of clustered weights
   index_bits: 4         # 1..7; tensors with more distinct values per channel stay uncompressed
@@ -123,6 +124,9 @@ class QuantizeSpec:
     # one weight scale per FULLY_CONNECTED tensor instead of one per output channel (the TF
     # converter's default); what TFLM runtimes without per-channel dense kernels need
     dense_per_tensor: bool = False
+    # with eval data and dense_per_tensor false: per-tensor dense weights are kept where they cost at most
+    # 0.1 accuracy point against per-channel on host TFLM (smaller model and arena; doctor.choose_dense)
+    dense_auto: bool = True
 
     def check(self) -> None:
         _require(self.mode in QUANT_MODES, "quantize.mode", f"must be one of {', '.join(QUANT_MODES)}")
@@ -211,7 +215,8 @@ class Recipe:
                    quantize: str = "int8", float_io: bool = False, compress: str | None = None,
                    epochs: int | None = None, batch_size: int = 32, learning_rate: float | None = None,
                    calibration_samples: int = 300, seed: int = 0, strip: bool = True,
-                   dense_per_tensor: bool = False, prune_channels: float | None = None) -> "Recipe":
+                   dense_per_tensor: bool = False, dense_auto: bool = True,
+                   prune_channels: float | None = None) -> "Recipe":
         r = cls(seed=seed, strip=strip)
         r.train = TrainSpec(batch_size=batch_size, learning_rate=learning_rate or TrainSpec.learning_rate)
         if prune_channels is not None and prune_channels != 0:
@@ -223,7 +228,8 @@ class Recipe:
         if qat:
             r.qat = QatSpec(**({"epochs": epochs} if epochs else {}))
         r.quantize = QuantizeSpec(mode=quantize, io="float" if float_io else "int8",
-                                  calibration_samples=calibration_samples, dense_per_tensor=dense_per_tensor)
+                                  calibration_samples=calibration_samples, dense_per_tensor=dense_per_tensor,
+                                  dense_auto=dense_auto)
         if compress:
             r.compress = parse_compress_flag(compress)
         return r.check()

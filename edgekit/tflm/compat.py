@@ -8,7 +8,10 @@ records them with their source. Three things are checked:
 - LUT-compressed models (custom op ``TFLM_DECODE``) need the DECODE kernel;
 - FULLY_CONNECTED layers whose weights carry one scale per output channel (the TF 2.21 converter's
   default) need a kernel that honours them: older TFLM releases use the first scale for every
-  channel and compute wrong outputs without any error.
+  channel and compute wrong outputs without any error;
+- 16x8 models (int16 activations, int8 weights) need every op's kernel to take int16 tensors
+  (``ops_16x8``): the TFLM of the Arduino boards has them for CONV_2D and FULLY_CONNECTED but not for
+  MAX_POOL_2D, for one.
 """
 from __future__ import annotations
 
@@ -31,16 +34,18 @@ class RuntimeFacts:
     ops: frozenset[str] | None              # None: not known (every op assumed present)
     decode: bool
     per_channel_fully_connected: bool
+    ops_16x8: frozenset[str] | None = None  # ops with a 16x8 (int16 activation) kernel; None: not known (all)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["ops"] = sorted(self.ops) if self.ops is not None else None
+        d["ops_16x8"] = sorted(self.ops_16x8) if self.ops_16x8 is not None else None
         return d
 
 
 @dataclass
 class RuntimeProblem:
-    kind: str            # "op-missing" | "decode-missing" | "per-channel-fully-connected"
+    kind: str            # "op-missing" | "decode-missing" | "per-channel-fully-connected" | "no-16x8-kernel"
     op: str
     message: str
     fixes: list[str] = field(default_factory=list)
@@ -52,7 +57,8 @@ class RuntimeProblem:
 def facts_from_tree(tree) -> RuntimeFacts:
     return RuntimeFacts(label=tree.label, source=f"TFLM tree {tree.root} (read from its sources)",
                         ops=tree.ops, decode=tree.decode,
-                        per_channel_fully_connected=tree.per_channel_fully_connected)
+                        per_channel_fully_connected=tree.per_channel_fully_connected,
+                        ops_16x8=frozenset(tree.ops_16x8))
 
 
 def facts_from_board(board) -> RuntimeFacts | None:
@@ -67,9 +73,11 @@ def facts_from_board(board) -> RuntimeFacts | None:
     decode = bool(facts.get("decode", True))
     ops = all_ops - missing - (set() if decode else {DECODE_OP})
     label = facts.get("library") or f"the TFLM of {board.id}"
+    ops_16x8 = facts.get("ops_16x8")
     return RuntimeFacts(label=label.replace("@", " "), source=str(facts.get("source") or f"board file {board.id}"),
                         ops=frozenset(ops), decode=decode,
-                        per_channel_fully_connected=bool(facts.get("per_channel_fully_connected", True)))
+                        per_channel_fully_connected=bool(facts.get("per_channel_fully_connected", True)),
+                        ops_16x8=None if ops_16x8 is None else frozenset(ops_16x8))
 
 
 def per_channel_dense_ops(graph) -> list[str]:
@@ -82,6 +90,19 @@ def per_channel_dense_ops(graph) -> list[str]:
             w = sg.tensors[op.inputs[1]]
             if len(w.scales) > 1:
                 out.append(w.name or f"op {op.index}")
+    return out
+
+
+def int16_ops(graph) -> list[str]:
+    """Names of the ops that compute on int16 activations (a 16x8 model), each once."""
+    out: list[str] = []
+    for sg in graph.subgraphs:
+        for op in sg.operators:
+            if not op.inputs or op.inputs[0] < 0 or op.op in out:
+                continue
+            if sg.tensors[op.inputs[0]].dtype == "int16" or (
+                    op.outputs and op.outputs[0] >= 0 and sg.tensors[op.outputs[0]].dtype == "int16"):
+                out.append(op.op)
     return out
 
 
@@ -111,6 +132,12 @@ def check_model(model, facts: RuntimeFacts) -> list[RuntimeProblem]:
             f"{len(dense)} FULLY_CONNECTED layer(s) have per-channel weight scales, and {facts.label} uses "
             "only the first scale (wrong outputs, no error)",
             [PER_TENSOR_FIX, "pass --tflm-src with a TFLM tree whose FULLY_CONNECTED is per-channel"]))
+    if facts.ops_16x8 is not None:
+        for op in int16_ops(graph):
+            if op not in facts.ops_16x8 and (facts.ops is None or op in facts.ops):
+                problems.append(RuntimeProblem(
+                    "no-16x8-kernel", op, f"{facts.label} has no 16x8 (int16 activation) kernel for {op}",
+                    ["convert to int8 instead of 16x8", "pass --tflm-src with a tflite-micro tree that has it"]))
     return problems
 
 

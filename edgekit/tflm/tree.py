@@ -14,15 +14,16 @@ arduino-cli reports as installed (``arduino-cli lib list --format json``), when 
 
 What a tree can run is read from its own sources (:func:`describe_tree`): the ``Add...`` methods of
 its ``MicroMutableOpResolver``, whether it has the DECODE kernel (LUT-compressed models), whether its
-FULLY_CONNECTED handles per-channel weight scales, the flatbuffers version it ships and the one its
-schema header demands, and the defines and logging hook it needs.
+FULLY_CONNECTED handles per-channel weight scales, which ops have kernels for 16x8 models (int16
+activations, int8 weights), the flatbuffers version it ships and the one its schema header demands,
+and the defines and logging hook it needs.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,6 +39,22 @@ _ADD_METHOD = re.compile(r"TfLiteStatus\s+(Add[A-Z]\w*)\s*\(")
 _FB_ASSERT = re.compile(r"static_assert\(\s*FLATBUFFERS_VERSION_MAJOR\s*==\s*(\d+)\s*&&\s*"
                         r"FLATBUFFERS_VERSION_MINOR\s*==\s*(\d+)\s*&&\s*FLATBUFFERS_VERSION_REVISION\s*==\s*(\d+)")
 _FB_DEFINE = re.compile(r"#define\s+FLATBUFFERS_VERSION_(MAJOR|MINOR|REVISION)\s+(\d+)")
+
+# Kernel source files (stem) of the ops a 16x8 model uses: an op has a 16x8 kernel when the file the
+# build compiles for it (kernels/cmsis_nn/<stem> when the tree has CMSIS-NN and that file, else
+# kernels/<stem> and kernels/<stem>_common) handles kTfLiteInt16. Ops that only move bytes run any type.
+KERNEL_STEMS_16X8 = {
+    "ADD": "add", "AVERAGE_POOL_2D": "pooling", "BATCH_MATMUL": "batch_matmul", "CONCATENATION": "concatenation",
+    "CONV_2D": "conv", "DEPTHWISE_CONV_2D": "depthwise_conv", "DEQUANTIZE": "dequantize",
+    "FULLY_CONNECTED": "fully_connected", "HARD_SWISH": "hard_swish", "LEAKY_RELU": "leaky_relu",
+    "LOGISTIC": "logistic", "MAX_POOL_2D": "pooling", "MAXIMUM": "maximum_minimum", "MEAN": "reduce",
+    "MINIMUM": "maximum_minimum", "MUL": "mul", "PAD": "pad", "PRELU": "prelu", "QUANTIZE": "quantize",
+    "RELU": "activations", "RELU6": "activations", "RESIZE_NEAREST_NEIGHBOR": "resize_nearest_neighbor",
+    "SOFTMAX": "softmax", "STRIDED_SLICE": "strided_slice", "SUB": "sub", "SVDF": "svdf", "TANH": "tanh",
+    "TRANSPOSE": "transpose", "TRANSPOSE_CONV": "transpose_conv",
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": "unidirectional_sequence_lstm",
+}
+TYPE_AGNOSTIC_OPS = frozenset({"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "SHAPE"})
 
 GET_TREE_HINT = ("pass --tflm-src DIR (an Arduino TFLM library folder, or a tflite-micro checkout after "
                  "`make -f tensorflow/lite/micro/tools/make/Makefile third_party_downloads`), set "
@@ -69,6 +86,7 @@ class TflmTree:
     defines: tuple[str, ...]        # preprocessor defines the tree needs on a bare-metal build
     debug_log: str                  # "va_list": DebugLog(format, va_list); "string": DebugLog(const char*)
     problems: tuple[str, ...] = ()  # why it cannot build (empty: it can)
+    ops_16x8: tuple[str, ...] = ()  # ops whose kernel runs 16x8 models (int16 activations, int8 weights)
 
     @property
     def label(self) -> str:
@@ -96,6 +114,7 @@ class TflmTree:
         d = asdict(self)
         d["root"], d["src"] = str(self.root), str(self.src)
         d["resolver_methods"] = list(self.resolver_methods)
+        d["ops_16x8"] = list(self.ops_16x8)
         d["op_count"] = len(self.resolver_methods)
         d["kernels"] = self.kernels
         d["label"] = self.label
@@ -136,6 +155,23 @@ def _per_channel_fc(src: Path, ext: str) -> bool:
     """
     text = _read(src / f"tensorflow/lite/micro/kernels/fully_connected_common{ext}")
     return "per_channel" in text
+
+
+def _ops_16x8(src: Path, ext: str, cmsis: bool, ops: frozenset[str]) -> tuple[str, ...]:
+    """The ops of ``ops`` whose kernel, as the tree builds it, handles int16 activations (16x8 models)."""
+    kernels = src / "tensorflow/lite/micro/kernels"
+    texts: dict[str, str] = {}
+
+    def handles_int16(stem: str) -> bool:
+        if stem not in texts:
+            optimized = kernels / "cmsis_nn" / f"{stem}{ext}"
+            files = [optimized] if cmsis and optimized.is_file() else [kernels / f"{stem}{ext}",
+                                                                       kernels / f"{stem}_common{ext}"]
+            texts[stem] = "".join(_read(f) for f in files)
+        return "kTfLiteInt16" in texts[stem]
+
+    return tuple(sorted(op for op in ops if op in TYPE_AGNOSTIC_OPS
+                        or (op in KERNEL_STEMS_16X8 and handles_int16(KERNEL_STEMS_16X8[op]))))
 
 
 def locate_root(path: Path) -> tuple[Path, Path, str]:
@@ -188,11 +224,12 @@ def describe_tree(path: str | os.PathLike, origin: str = "--tflm-src") -> TflmTr
     for dep in ("gemmlowp", "ruy"):
         if not (src / "third_party" / dep).is_dir():
             problems.append(f"third_party/{dep} is missing (third-party downloads incomplete)")
-    return TflmTree(root=root.resolve(), src=src.resolve(), layout=layout, name=name, version=version,
+    tree = TflmTree(root=root.resolve(), src=src.resolve(), layout=layout, name=name, version=version,
                     origin=origin, source_ext=ext, resolver_methods=methods, decode="AddDecode" in methods,
                     per_channel_fully_connected=_per_channel_fc(src, ext), cmsis_nn=cmsis,
                     flatbuffers_version=shipped, flatbuffers_required=required, defines=defines,
                     debug_log=debug_log, problems=tuple(problems))
+    return replace(tree, ops_16x8=_ops_16x8(src, ext, cmsis, tree.ops))
 
 
 # -- finding trees -------------------------------------------------------------------------------

@@ -30,10 +30,10 @@ def _cli(*args, timeout=180):
 
 @pytest.fixture(scope="module")
 def artifact(digits_files, tmp_path_factory):
-    """A pruned int8 artifact folder with a profile and a validate result in it."""
+    """A pruned int8 artifact folder (per-channel dense weights) with a profile and a validate result in it."""
     out = tmp_path_factory.mktemp("report") / "digits"
     edgekit.convert(digits_files["model"], digits_files["train"], digits_files["test"],
-                    edgekit.Recipe.from_flags(prune=0.5, epochs=1), out)
+                    edgekit.Recipe.from_flags(prune=0.5, epochs=1, dense_auto=False), out)
     p = _cli("profile", out / "model.tflite", "--board", "virtual", "--runs", "40", "--json")
     assert p.returncode == 0, p.stderr
     (out / "profile.json").write_text(p.stdout)

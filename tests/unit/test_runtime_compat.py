@@ -206,3 +206,25 @@ def test_a_malformed_core_file_is_one_clear_error(tmp_path, monkeypatch):
             estimate.load_cores()
     finally:
         estimate.load_cores.cache_clear()
+
+
+def test_a_16x8_model_needs_int16_kernels_for_every_op():
+    """The Nano's library has int16 CONV_2D and FULLY_CONNECTED kernels but no int16 MAX_POOL_2D: a 16x8
+    CNN is refused naming it; a 16x8 dense model passes; a runtime whose 16x8 set is unknown passes all."""
+    import numpy as np
+
+    import tinymodels
+    from edgekit.conversion import quantizer
+
+    facts = facts_from_board(load_board("nano33ble"))
+    calib = np.random.default_rng(0).uniform(-1, 1, (16, 8, 8, 1)).astype(np.float32)
+    cnn = quantizer.float_graph(keras_model=tinymodels.int8_cnn_keras(), calibration=calib)
+    cnn16 = quantizer.int16x8(cnn, calib, dense_per_tensor=True)
+    problems = check_model(cnn16, facts)
+    assert [(p.kind, p.op) for p in problems] == [("no-16x8-kernel", "MAX_POOL_2D")]
+    assert "int16" in problems[0].message and "Chirale" in problems[0].message
+    assert check_model(quantizer.int8(cnn, dense_per_tensor=True), facts) == []     # the int8 model is fine
+    dense = quantizer.float_graph(keras_model=tinymodels.dense_keras(),
+                                  calibration=np.random.default_rng(0).uniform(-1, 1, (16, 16)).astype(np.float32))
+    assert check_model(quantizer.int16x8(dense, np.ones((4, 16), np.float32), dense_per_tensor=True), facts) == []
+    assert check_model(cnn16, facts_from_board(load_board("virtual"))) == []

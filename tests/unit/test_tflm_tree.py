@@ -274,3 +274,36 @@ def test_real_trees_when_given():
             assert (t.version, t.decode, t.per_channel_fully_connected) == ("2.0.0", False, False)
         if t.layout == "tflite-micro":
             assert t.decode and t.per_channel_fully_connected and t.debug_log == "va_list"
+
+
+def test_16x8_kernels_are_read_from_the_kernels_the_build_compiles(tmp_path):
+    """An op runs 16x8 models when the kernel file the build compiles for it (CMSIS-NN's when the tree
+    has one, else the reference kernel and its _common file) handles kTfLiteInt16; RESHAPE runs any type."""
+    root = fake_tree(tmp_path / "tflm")
+    micro = root / "tensorflow/lite/micro"
+    assert describe_tree(root).ops_16x8 == ()          # no kernel mentions int16
+    _write(micro / "kernels" / "conv.cc", "case kTfLiteInt16: return EvalInt16();\n")
+    assert describe_tree(root).ops_16x8 == ()          # CMSIS-NN's conv is what the build uses
+    _write(micro / "kernels" / "cmsis_nn" / "conv.cc", "case kTfLiteInt16: return arm_convolve_s16();\n")
+    _write(micro / "kernels" / "fully_connected_common.cc", "if (input->type == kTfLiteInt16) {}\n")
+    resolver = micro / "micro_mutable_op_resolver.h"
+    resolver.write_text(resolver.read_text().replace(
+        "TfLiteStatus AddDecode", "TfLiteStatus AddReshape() { return 0; }\n  TfLiteStatus AddDecode"))
+    t = describe_tree(root)
+    assert t.ops_16x8 == ("CONV_2D", "FULLY_CONNECTED", "RESHAPE")
+    assert t.to_dict()["ops_16x8"] == ["CONV_2D", "FULLY_CONNECTED", "RESHAPE"]
+
+
+def test_board_files_record_what_their_library_runs_in_16x8():
+    """The Arduino boards' ops_16x8 list is what edgekit reads from their pinned library (when given)."""
+    from edgekit.boards import load_board
+
+    chirale = [t for t in find_trees().trees if t.name == "Chirale_TensorFLowLite" and t.version == "2.0.0"]
+    recorded = load_board("nano33ble").tflm["ops_16x8"]
+    assert {"CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D"} <= set(recorded)
+    assert "MAX_POOL_2D" not in recorded and "AVERAGE_POOL_2D" not in recorded
+    for board in ("esp32s3", "pico"):
+        assert load_board(board).tflm["ops_16x8"] == recorded
+    if not chirale:
+        pytest.skip(f"TFLM TREE NOT GIVEN: set {tflm_tree.ENV_VAR} to check the list against Chirale 2.0.0")
+    assert sorted(recorded) == list(chirale[0].ops_16x8)
