@@ -14,6 +14,7 @@ import gzip
 import json
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -205,32 +206,12 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
 
     current = loaded.keras
     keras_layers_before = mot.weight_stats(current) if current is not None else []
-    pruned = clustered = False
-    prefix: tuple = (loaded.source, recipe.seed, repr(recipe.train))
-    if recipe.prune is not None:
-        t0 = time.perf_counter()
-        prefix += ("prune", repr(recipe.prune))
-        current, rep, reused = _cached(stage_cache, prefix, lambda: mot.prune(
-            current, train, recipe.prune, recipe.train, progress=progress))
-        pruned = True
-        stage("prune", rep.settings, t0, wrapped_layers=rep.wrapped_layers, skipped_layers=rep.skipped_layers,
-              history=rep.history, reused=reused)
-        for s in rep.skipped_layers:
-            warn(f"layer {s['layer']} ({s['type']}) cannot be pruned; left dense")
-    if recipe.cluster is not None:
-        t0 = time.perf_counter()
-        prefix += ("cluster", repr(recipe.cluster))
-        base_model = current
-        current, rep, reused = _cached(stage_cache, prefix, lambda: mot.cluster(
-            base_model, train, recipe.cluster, recipe.train, preserve_sparsity=pruned, progress=progress))
-        clustered = True
-        stage("cluster", rep.settings, t0, wrapped_layers=rep.wrapped_layers,
-              skipped_layers=rep.skipped_layers, history=rep.history, reused=reused)
-        for s in rep.skipped_layers:
-            warn(f"layer {s['layer']} ({s['type']}) cannot be clustered; left as it was")
+    current, pruned, clustered = _reusable_stages(current, train, recipe, loaded.source, stage_cache, stage,
+                                                  progress, warn)
     keras_layers_after = mot.weight_stats(current) if current is not None else []
     if recipe.qat is not None:
         t0 = time.perf_counter()
+        keras.utils.set_random_seed(stage_seed(recipe.seed, "qat"))
         current, rep = mot.qat(current, train, recipe.qat, recipe.train, pruned=pruned, clustered=clustered,
                                progress=progress)
         stage("qat", rep.settings, t0, history=rep.history)
@@ -320,13 +301,111 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
     return result
 
 
-def _cached(cache: dict | None, key: tuple, run: Callable[[], tuple]) -> tuple[Any, Any, bool]:
-    """Run a training stage, or reuse the model a previous run with the same prefix produced."""
+# --- the stages a sweep shares between points ----------------------------------------------------
+#
+# Prune and cluster produce a Keras model that every later stage starts from; runs whose recipes agree
+# on them (same source, seed, training settings and stage settings) can take that model from a
+# ``stage_cache`` instead of training again. Each training stage seeds the random generators itself
+# (stage_seed), so a stage's result depends on its input model and settings alone, not on whether the
+# stages before it ran in this process, were taken from the cache, or came from another machine.
+
+def stage_seed(seed: int, stage: str) -> int:
+    """The seed a training stage starts from: the recipe's seed and the stage's name."""
+    return (int(seed) * 1_000_003 + zlib.crc32(stage.encode())) % (2 ** 31)
+
+
+def reusable_specs(recipe: Recipe) -> list[tuple[str, Any]]:
+    """The recipe's stages whose output model can be shared, in the order they run."""
+    return [(name, spec) for name, spec in (("prune", recipe.prune), ("cluster", recipe.cluster))
+            if spec is not None]
+
+
+def stage_keys(source: str, recipe: Recipe) -> list[tuple]:
+    """The stage-cache key of each reusable stage of ``recipe`` (reusable_specs order). Two recipes
+    whose lists share a key share the model that stage produces (and every stage before it)."""
+    key: tuple = (str(source), recipe.seed, repr(recipe.train))
+    keys = []
+    for name, spec in reusable_specs(recipe):
+        key = key + (name, repr(spec))
+        keys.append(key)
+    return keys
+
+
+def _reusable_stages(current, train, recipe: Recipe, source: str, stage_cache: dict | None, stage: Callable,
+                     progress, warn, depth: int | None = None) -> tuple[Any, bool, bool]:
+    """Run (or take from ``stage_cache``) the first ``depth`` reusable stages (all when None)."""
+    from edgekit.optimize import tfmot_adapter as mot
+
+    pruned = clustered = False
+    specs = reusable_specs(recipe)
+    keys = stage_keys(source, recipe)
+    for (name, spec), key in list(zip(specs, keys))[:depth]:
+        t0 = time.perf_counter()
+        base, was_pruned = current, pruned
+        if name == "prune":
+            run = lambda: mot.prune(base, train, spec, recipe.train, progress=progress)  # noqa: E731
+        else:
+            run = lambda: mot.cluster(base, train, spec, recipe.train,  # noqa: E731
+                                      preserve_sparsity=was_pruned, progress=progress)
+        current, rep, reused = _cached(stage_cache, key, run, stage_seed(recipe.seed, name))
+        stage(name, rep.settings, t0, wrapped_layers=rep.wrapped_layers, skipped_layers=rep.skipped_layers,
+              history=rep.history, reused=reused)
+        what = "pruned; left dense" if name == "prune" else "clustered; left as it was"
+        for s in rep.skipped_layers:
+            warn(f"layer {s['layer']} ({s['type']}) cannot be {what}")
+        pruned = pruned or name == "prune"
+        clustered = clustered or name == "cluster"
+    return current, pruned, clustered
+
+
+def train_prefix(model: Any, data: Any, recipe: Recipe, stage_cache: dict, *, depth: int,
+                 warn: Callable[[str], None] | None = None) -> tuple:
+    """Run the first ``depth`` reusable stages of ``recipe`` into ``stage_cache`` (taking what is
+    already there) and return the key of the last one: what a sweep computes once for the points that
+    share it. ``model``: a path or LoadedModel; ``data``: the fine-tuning data."""
+    from edgekit.optimize.loading import LoadedModel, load_model
+
+    recipe = recipe.check()
+    keys = stage_keys("", recipe)
+    if not 1 <= depth <= len(keys):
+        raise ValueError(f"depth {depth} outside 1..{len(keys)}")
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    train = _as_dataset(data, loaded.input_shape, need_labels=True, what="data")
+    loaded.require_keras("prune / cluster / qat")
+    try:
+        _tf.tf().config.experimental.enable_op_determinism()
+    except Exception:  # noqa: BLE001 - only unavailable on exotic builds
+        pass
+    _reusable_stages(loaded.keras, train, recipe, loaded.source, stage_cache, lambda *a, **k: None, None,
+                     warn or (lambda m: None), depth=depth)
+    return stage_keys(loaded.source, recipe)[depth - 1]
+
+
+def pack_stage(model, rep) -> dict:
+    """A stage-cache entry as plain data (architecture JSON, weights, stage report) that can cross
+    processes and machines; unpack_stage rebuilds it exactly."""
+    return {"config": model.to_json(), "weights": [np.asarray(w) for w in model.get_weights()], "report": rep}
+
+
+def unpack_stage(entry: dict, like=None) -> tuple[Any, Any]:
+    """(model, stage report) from pack_stage. ``like``: a model whose layer classes the architecture may
+    name (a user model's own layers)."""
+    keras = _tf.keras()
+    custom = {type(layer).__name__: type(layer) for layer in (like.layers if like is not None else [])}
+    with keras.utils.custom_object_scope(custom):
+        model = keras.models.model_from_json(entry["config"])
+    model.set_weights(entry["weights"])
+    return model, entry["report"]
+
+
+def _cached(cache: dict | None, key: tuple, run: Callable[[], tuple], seed: int) -> tuple[Any, Any, bool]:
+    """Run a training stage from ``seed``, or reuse the model a previous run with the same prefix produced."""
     import copy
 
     if cache is not None and key in cache:
         model, rep = cache[key]
         return _clone(model), copy.deepcopy(rep), True
+    _tf.keras().utils.set_random_seed(seed)
     model, rep = run()
     if cache is not None:
         cache[key] = (_clone(model), copy.deepcopy(rep))
