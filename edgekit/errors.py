@@ -123,6 +123,13 @@ class NativeCrash(EdgekitError):
     exit_code = 13
 
 
+class ExecutorError(EdgekitError):
+    """A sweep's executor failed: the Ray cluster does not answer or refuses the connection, or a Ray
+    worker or node died, or a worker cannot run edgekit. Points already finished are kept."""
+
+    exit_code = 14
+
+
 class Interrupted(EdgekitError):
     exit_code = 130
 
@@ -143,13 +150,15 @@ EXIT_CODES = {
     11: "output cannot be written",
     12: "optional Python dependency missing",
     13: "a native runtime crashed on this model",
+    14: "sweep executor failed: Ray cluster unreachable, or a Ray worker or node died",
     130: "interrupted",
 }
 # the same codes in a word or two, for `edgekit --help` (docs/cli.md has the long table; a test keeps
 # both in step with EXIT_CODES)
 EXIT_CODE_NAMES = {0: "ok", 1: "internal", 2: "usage", 3: "input file", 4: "data", 5: "unsupported model",
                    6: "conversion", 7: "board/fit", 8: "external tool", 9: "device link", 10: "validation",
-                   11: "output", 12: "missing dependency", 13: "native crash", 130: "interrupted"}
+                   11: "output", 12: "missing dependency", 13: "native crash", 14: "executor",
+                   130: "interrupted"}
 
 
 # device link

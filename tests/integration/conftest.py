@@ -45,3 +45,16 @@ def digits_files(tmp_path_factory):
     np.savez(d / "test.npz", x=x_test, y=y_test)
     return {"model": d / "tiny.keras", "train": d / "train.npz", "test": d / "test.npz",
             "float_accuracy": acc, "dir": d}
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray for the test session, in this process: two CPUs (two workers at a time), a small
+    object store. Yields its GCS address, which other processes (the CLI) join by --ray-address."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'edgekit[ray]'; make setup does)")
+    from edgekit.ray_executor import start_local
+
+    assert not ray.is_initialized()
+    startup_s = start_local(ray, workers=2, object_store_bytes=256 * 1024 * 1024)
+    yield {"address": ray.get_runtime_context().gcs_address, "startup_s": startup_s}
+    ray.shutdown()
