@@ -172,7 +172,9 @@ def connect(ray, address: str, *, timeout_s: float = INIT_TIMEOUT_S) -> float:
         raise
     except Exception as e:  # noqa: BLE001 - refused, auth token missing, version mismatch, ...
         raise ExecutorError(f"could not connect to Ray at {address}: {_first_line(e)}",
-                            hint="the cluster needs the same Ray and Python versions as this machine") from e
+                            hint="the cluster needs the same Ray and Python versions as this machine; a cluster "
+                                 "with token authentication also needs RAY_AUTH_MODE=token and its token here "
+                                 "(RAY_AUTH_TOKEN or ~/.ray/auth_token)") from e
     return time.perf_counter() - t0
 
 

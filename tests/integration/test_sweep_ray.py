@@ -3,7 +3,8 @@
 The rows a Ray sweep gives equal the local executor's rows for the same seed (sizes, accuracy, arena,
 fit, Pareto), the shared prune prefix is computed once and travels through the object store, an
 interrupted Ray sweep keeps its finished points and a rerun (here: the CLI joining the cluster by
-address) runs only the rest. Bad input: an address that does not answer, Ray not installed.
+address) runs only the rest; the CLI joins through a Ray Client server too (ray://). Bad input: an
+address that does not answer, Ray not installed.
 """
 from __future__ import annotations
 
@@ -66,6 +67,23 @@ def test_ray_rows_equal_local_rows_interrupt_and_resume(tmp_path, digits_files, 
     assert [_row(p) for p in doc["points"]] == [_row(asdict(p)) for p in local.points]
     assert doc["best"] == (local.best.id if local.best else None)
     assert json.loads((out / "sweep.json").read_text())["points"] == doc["points"]
+
+
+@pytest.mark.slow
+def test_ray_client_address(tmp_path, digits_files, ray_client_address):
+    """`--executor ray://HOST:PORT` through a real Ray Client server; the session's Ray has token
+    authentication on (Ray's default), so the joining side sets RAY_AUTH_MODE=token as docs/convert.md
+    says. One int8-only point: its row equals the local executor's."""
+    files = (digits_files["model"], digits_files["train"], digits_files["test"])
+    local = sweep(*files, tmp_path / "local", prune=[0.0], cluster=[0], board="virtual")
+    r = edgekit("sweep", files[0], "--data", files[1], "--eval", files[2], "--prune", "0", "--cluster", "0",
+                "--board", "virtual", "--executor", ray_client_address, "-o", tmp_path / "ray", "--json",
+                env={"RAY_AUTH_MODE": "token"}, timeout=300)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["executor"]["address"] == ray_client_address and doc["executor"]["started"] == "connected"
+    assert list(doc["executor"]["point_task_s"]) == ["p0_c0"]
+    assert [_row(p) for p in doc["points"]] == [_row(asdict(p)) for p in local.points]
 
 
 def _free_port() -> int:
