@@ -38,7 +38,7 @@ $(VENV)/bin/python:
 
 $(STAMP): pyproject.toml $(VENV)/bin/python
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[tf,report,examples,dev]'
+	$(PIP) install --quiet -e '.[tf,report,examples,dev,ray]'
 	touch $@
 
 # Debian packages (cross compiler, QEMU, sshd, ...) come from tools/apt-packages.txt.

@@ -178,6 +178,13 @@ class FarmIncomplete(FarmError):
     """`edgekit farm profile`: at least one place failed (each place's error is in the document)."""
 
 
+class ExecutorError(EdgekitError):
+    """A sweep's executor failed: the Ray cluster does not answer or refuses the connection, or a Ray
+    worker or node died, or a worker cannot run edgekit. Points already finished are kept."""
+
+    exit_code = 15
+
+
 class Interrupted(EdgekitError):
     exit_code = 130
 
@@ -199,13 +206,15 @@ EXIT_CODES = {
     12: "optional Python dependency missing",
     13: "a native runtime crashed or hung on this model",
     14: "board farm: coordinator unreachable, place unknown, busy or unusable, or a place of a farm run failed",
+    15: "sweep executor failed: Ray cluster unreachable, or a Ray worker or node died",
     130: "interrupted",
 }
 # the same codes in a word or two, for `edgekit --help` (docs/cli.md has the long table; a test keeps
 # both in step with EXIT_CODES)
 EXIT_CODE_NAMES = {0: "ok", 1: "internal", 2: "usage", 3: "input file", 4: "data", 5: "unsupported model",
                    6: "conversion", 7: "board/fit", 8: "external tool", 9: "device link", 10: "validation",
-                   11: "output", 12: "missing dependency", 13: "native crash", 14: "board farm", 130: "interrupted"}
+                   11: "output", 12: "missing dependency", 13: "native crash", 14: "board farm", 15: "executor",
+                   130: "interrupted"}
 
 
 # device link

@@ -4,7 +4,8 @@ and the smallest point that meets the constraints and fits the board.
 Each point is a full convert run (its own artifact folder under ``<out>/points/<id>/``). Runs that share
 a prefix (the same pruning before different cluster counts) reuse the fine-tuned model of that prefix.
 A point whose folder already holds a report for the same recipe is not run again, so an interrupted
-sweep keeps its finished points and a rerun continues where it stopped.
+sweep keeps its finished points and a rerun continues where it stopped. Where the points run (this
+process, or Ray tasks on a local Ray or a cluster) is an executor's business (edgekit.executors).
 """
 from __future__ import annotations
 
@@ -17,13 +18,16 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from edgekit import schemas
 from edgekit.errors import UsageError
 from edgekit.fileio import check_output_dir, write_text
 from edgekit.optimize.recipe import Recipe
 from edgekit.progress import ProgressFn
+
+if TYPE_CHECKING:
+    from edgekit.executors import Executor
 
 SCHEMA = schemas.SWEEP
 
@@ -55,12 +59,14 @@ class SweepResult:
     board: Optional[str]
     out_dir: Optional[Path] = None
     files: dict = field(default_factory=dict)
+    executor: dict = field(default_factory=lambda: {"kind": "local"})   # what ran the points
 
     def to_dict(self) -> dict:
         return {"schema": SCHEMA, "board": self.board, "constraints": self.constraints,
                 "points": [asdict(p) for p in self.points],
                 "best": self.best.id if self.best else None,
                 "closest": self.closest.id if self.closest else None,
+                "executor": self.executor,
                 "files": {k: str(v) for k, v in self.files.items()}}
 
 
@@ -138,12 +144,16 @@ def sweep(model: str | Path, data: str | Path, eval_data: str | Path, out_dir: s
           prune: list[float] = (0.0,), cluster: list[int] = (0,), qat: bool = True, epochs: int = 3,
           seed: int = 0, board: str | None = None, max_flash: int | None = None,
           min_accuracy: float | None = None, progress: ProgressFn | None = None,
-          warn: Callable[[str], None] | None = None) -> SweepResult:
-    from edgekit.conversion.pipeline import convert
-    from edgekit.optimize.loading import load_model
+          warn: Callable[[str], None] | None = None, executor: "str | Executor | None" = None) -> SweepResult:
+    """Run the grid; ``executor``: "local" (default), "ray", "ray://HOST:PORT" or an Executor
+    (edgekit.executors). Every executor gives the same rows for the same seed."""
+    from contextlib import closing
+
+    from edgekit.executors import PointJob, SweepInputs, make_executor
 
     warn = warn or (lambda m: None)
     out = check_output_dir(out_dir)     # made when the first point writes; checked before any work
+    runner = make_executor(executor) if executor is None or isinstance(executor, str) else executor
     board_obj = None
     if board is not None:
         from edgekit.boards import load_board
@@ -151,38 +161,39 @@ def sweep(model: str | Path, data: str | Path, eval_data: str | Path, out_dir: s
         board_obj = load_board(board)
     grid = list(itertools.product(sorted(prune), sorted(cluster)))
     points: list[SweepPoint] = []
-    cache: dict = {}
-    loaded = None
-    for i, (p, c) in enumerate(grid):
+    jobs: list[PointJob] = []
+    reports: dict[str, dict] = {}
+    for p, c in grid:
         pid = f"p{p:g}_c{c}"
         recipe = point_recipe(p, c, qat=qat, epochs=epochs, seed=seed)
         if board_obj is not None:
             recipe = recipe_for_board(recipe, board_obj)
-        pt = SweepPoint(id=pid, prune=p, cluster=c, recipe=recipe.describe())
+        points.append(SweepPoint(id=pid, prune=p, cluster=c, recipe=recipe.describe()))
         folder = out / "points" / pid
         rep = _finished(folder, recipe)
         if rep is not None:
-            pt.reused = True
+            points[-1].reused = True
+            reports[pid] = rep
         else:
-            if loaded is None:
-                loaded = load_model(model)
-            try:
-                rep = convert(loaded, data, eval_data, recipe, folder, warn=warn, stage_cache=cache,
-                              progress=None).report
-            except KeyboardInterrupt:
-                raise
-            except Exception as e:  # noqa: BLE001 - one failing point must not end the sweep
-                from edgekit.errors import EdgekitError
-
-                if not isinstance(e, EdgekitError):
-                    raise
-                pt.error = e.message
-                warn(f"sweep point {pid} failed: {e.message}")
-        if rep is not None:
-            _fill(pt, rep, folder, board_obj)
-        points.append(pt)
-        if progress:
-            progress("sweep", i + 1, len(grid))
+            jobs.append(PointJob(pid, recipe, folder))
+    done = len(reports)
+    if progress and done:
+        progress("sweep", done, len(grid))
+    if jobs:
+        with closing(runner.run(jobs, SweepInputs(Path(model), Path(data), Path(eval_data)), warn=warn)) as outcomes:
+            by_id = {pt.id: pt for pt in points}
+            for outcome in outcomes:
+                if outcome.error is not None:
+                    by_id[outcome.id].error = outcome.error
+                    warn(f"sweep point {outcome.id} failed: {outcome.error}")
+                else:
+                    reports[outcome.id] = outcome.report
+                done += 1
+                if progress:
+                    progress("sweep", done, len(grid))
+    for pt in points:
+        if pt.id in reports:
+            _fill(pt, reports[pt.id], out / "points" / pt.id, board_obj)
     front = pareto_ids(points)
     for pt in points:
         pt.pareto = pt.id in front
@@ -195,7 +206,7 @@ def sweep(model: str | Path, data: str | Path, eval_data: str | Path, out_dir: s
     closest = None if best else _closest(points, max_flash, min_accuracy)
     constraints = {"max_flash_bytes": max_flash, "min_accuracy": min_accuracy}
     result = SweepResult(points=points, best=best, closest=closest, constraints=constraints,
-                         board=board_obj.id if board_obj else None, out_dir=out)
+                         board=board_obj.id if board_obj else None, out_dir=out, executor=runner.describe())
     result.files = _write_outputs(out, result)
     return result
 

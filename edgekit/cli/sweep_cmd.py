@@ -37,6 +37,11 @@ def _human(out: Output, res: dict) -> None:
     else:
         out.console.print(f"[yellow]no point meets the constraints[/] {res['constraints']}; closest: "
                           f"{res['closest']}")
+    ex = res.get("executor") or {}
+    if ex.get("kind") == "ray":
+        where = f"a cluster at {ex['address']}" if ex.get("address") else "a local Ray"
+        out.console.print(f"ran on Ray: {where}, {ex.get('nodes', '?')} node(s), {ex.get('cpus', '?')} CPUs; "
+                          f"{ex.get('prefix_tasks', 0)} shared prefix task(s); start-up {ex.get('startup_s', 0):.1f} s")
     for k, v in res["files"].items():
         out.console.print(f"{k}: {v}")
 
@@ -56,11 +61,21 @@ def register(app: typer.Typer) -> None:
         max_flash: Optional[str] = typer.Option(None, "--max-flash", help="Largest model, e.g. 200k."),
         min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy", help="e.g. 0.97"),
         seed: int = typer.Option(0, "--seed"),
+        executor: Optional[str] = typer.Option(
+            None, "--executor", help="Where points run: local (default), ray (a local Ray started for the run) "
+                                     "or ray://HOST:PORT (a Ray cluster's client port)."),
+        ray_address: Optional[str] = typer.Option(
+            None, "--ray-address", help="An existing Ray cluster: HOST:PORT (its GCS port), ray://HOST:PORT or "
+                                        "auto; implies --executor ray."),
+        workers: Optional[int] = typer.Option(None, "--workers", help="CPUs of the local Ray (default: all)."),
         json_out: bool = typer.Option(False, "--json"),
         quiet: bool = typer.Option(False, "-q", "--quiet"),
     ) -> None:
-        """Run convert over a grid of prune x cluster settings; draw the Pareto front; pick the smallest fit."""
+        """Run convert over a grid of prune x cluster settings; draw the Pareto front; pick the smallest fit.
+
+        Points run here one after the other, or as Ray tasks (--executor ray, --ray-address)."""
         from edgekit import _tf
+        from edgekit.executors import make_executor
         from edgekit.sweep import parse_grid, parse_size, sweep as run
 
         output = Output(json_mode=json_out, quiet=quiet)
@@ -70,8 +85,9 @@ def register(app: typer.Typer) -> None:
             from edgekit.errors import UsageError
 
             raise UsageError("--min-accuracy is a fraction in (0, 1], e.g. 0.97")
+        runner = make_executor(executor, ray_address, workers)
         with output.progress() as progress, _tf.quiet_native():
             res = run(model, data, eval_data, out, prune=prunes, cluster=clusters, qat=not no_qat, epochs=epochs,
                       seed=seed, board=board, max_flash=parse_size(max_flash), min_accuracy=min_accuracy,
-                      progress=progress, warn=output.warn)
+                      progress=progress, warn=output.warn, executor=runner)
         output.result(res.to_dict(), _human, schema=schemas.SWEEP)

@@ -16,6 +16,7 @@ import gzip
 import json
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -255,46 +256,13 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
 
     current = loaded.keras
     keras_layers_before = mot.weight_stats(current) if current is not None else []
-    pruned = clustered = False
-    prefix: tuple = (loaded.source, recipe.seed, repr(recipe.train))
-    channel_rep = prune_input = pruned_keras = None
-    if recipe.prune_channels is not None:
-        t0 = time.perf_counter()
-        prefix += ("prune_channels", repr(recipe.prune_channels))
-        current, channel_rep, reused = _cached(stage_cache, prefix, lambda: channels.prune_channels(
-            current, train, recipe.prune_channels, recipe.train, progress=progress))
-        stage("prune_channels", channel_rep.settings, t0, layers=channel_rep.layers,
-              unprunable=channel_rep.unprunable, params_before=channel_rep.params_before,
-              params_after=channel_rep.params_after, macs_before=channel_rep.macs_before,
-              macs_after=channel_rep.macs_after, history=channel_rep.history, reused=reused)
-        for u in channel_rep.unprunable:
-            warn(f"layer {u['layer']} ({u['type']}) keeps its channels: {u['reason']}")
-    if recipe.prune is not None:
-        prune_input = current
-        t0 = time.perf_counter()
-        prefix += ("prune", repr(recipe.prune))
-        current, rep, reused = _cached(stage_cache, prefix, lambda: mot.prune(
-            current, train, recipe.prune, recipe.train, progress=progress))
-        pruned = True
-        pruned_keras = current
-        stage("prune", rep.settings, t0, wrapped_layers=rep.wrapped_layers, skipped_layers=rep.skipped_layers,
-              history=rep.history, reused=reused)
-        for s in rep.skipped_layers:
-            warn(f"layer {s['layer']} ({s['type']}) cannot be pruned; left dense")
-    if recipe.cluster is not None:
-        t0 = time.perf_counter()
-        prefix += ("cluster", repr(recipe.cluster))
-        base_model = current
-        current, rep, reused = _cached(stage_cache, prefix, lambda: mot.cluster(
-            base_model, train, recipe.cluster, recipe.train, preserve_sparsity=pruned, progress=progress))
-        clustered = True
-        stage("cluster", rep.settings, t0, wrapped_layers=rep.wrapped_layers,
-              skipped_layers=rep.skipped_layers, history=rep.history, reused=reused)
-        for s in rep.skipped_layers:
-            warn(f"layer {s['layer']} ({s['type']}) cannot be clustered; left as it was")
+    trained = _reusable_stages(current, train, recipe, loaded.source, stage_cache, stage, progress, warn)
+    current, pruned, clustered = trained.model, trained.pruned, trained.clustered
+    channel_rep, prune_input, pruned_keras = trained.channel_rep, trained.prune_input, trained.pruned_keras
     keras_layers_after = mot.weight_stats(current) if current is not None else []
     if recipe.qat is not None:
         t0 = time.perf_counter()
+        keras.utils.set_random_seed(stage_seed(recipe.seed, "qat"))
         current, rep = mot.qat(current, train, recipe.qat, recipe.train, pruned=pruned, clustered=clustered,
                                progress=progress)
         stage("qat", rep.settings, t0, history=rep.history)
@@ -396,13 +364,138 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
     return result
 
 
-def _cached(cache: dict | None, key: tuple, run: Callable[[], tuple]) -> tuple[Any, Any, bool]:
-    """Run a training stage, or reuse the model a previous run with the same prefix produced."""
+# --- the stages a sweep shares between points ----------------------------------------------------
+#
+# Prune and cluster produce a Keras model that every later stage starts from; runs whose recipes agree
+# on them (same source, seed, training settings and stage settings) can take that model from a
+# ``stage_cache`` instead of training again. Each training stage seeds the random generators itself
+# (stage_seed), so a stage's result depends on its input model and settings alone, not on whether the
+# stages before it ran in this process, were taken from the cache, or came from another machine.
+
+def stage_seed(seed: int, stage: str) -> int:
+    """The seed a training stage starts from: the recipe's seed and the stage's name."""
+    return (int(seed) * 1_000_003 + zlib.crc32(stage.encode())) % (2 ** 31)
+
+
+def reusable_specs(recipe: Recipe) -> list[tuple[str, Any]]:
+    """The recipe's stages whose output model can be shared, in the order they run."""
+    return [(name, spec) for name, spec in (("prune_channels", recipe.prune_channels), ("prune", recipe.prune),
+                                            ("cluster", recipe.cluster))
+            if spec is not None]
+
+
+def stage_keys(source: str, recipe: Recipe) -> list[tuple]:
+    """The stage-cache key of each reusable stage of ``recipe`` (reusable_specs order). Two recipes
+    whose lists share a key share the model that stage produces (and every stage before it)."""
+    key: tuple = (str(source), recipe.seed, repr(recipe.train))
+    keys = []
+    for name, spec in reusable_specs(recipe):
+        key = key + (name, repr(spec))
+        keys.append(key)
+    return keys
+
+
+@dataclass
+class TrainedStages:
+    """What the reusable stages made: the model, which stages ran, and what the pruning payoff needs."""
+
+    model: Any
+    pruned: bool = False
+    clustered: bool = False
+    channel_rep: Any = None          # the channel-pruning stage's report
+    prune_input: Any = None          # the model unstructured pruning started from
+    pruned_keras: Any = None         # the model unstructured pruning made
+
+
+def _reusable_stages(current, train, recipe: Recipe, source: str, stage_cache: dict | None, stage: Callable,
+                     progress, warn, depth: int | None = None) -> TrainedStages:
+    """Run (or take from ``stage_cache``) the first ``depth`` reusable stages (all when None)."""
+    from edgekit.optimize import tfmot_adapter as mot
+
+    out = TrainedStages(current)
+    specs = reusable_specs(recipe)
+    keys = stage_keys(source, recipe)
+    for (name, spec), key in list(zip(specs, keys))[:depth]:
+        t0 = time.perf_counter()
+        base, was_pruned = out.model, out.pruned
+        if name == "prune_channels":
+            from edgekit.optimize import channels
+
+            run = lambda: channels.prune_channels(base, train, spec, recipe.train, progress=progress)  # noqa: E731
+        elif name == "prune":
+            run = lambda: mot.prune(base, train, spec, recipe.train, progress=progress)  # noqa: E731
+        else:
+            run = lambda: mot.cluster(base, train, spec, recipe.train,  # noqa: E731
+                                      preserve_sparsity=was_pruned, progress=progress)
+        out.model, rep, reused = _cached(stage_cache, key, run, stage_seed(recipe.seed, name))
+        if name == "prune_channels":
+            out.channel_rep = rep
+            stage(name, rep.settings, t0, layers=rep.layers, unprunable=rep.unprunable,
+                  params_before=rep.params_before, params_after=rep.params_after, macs_before=rep.macs_before,
+                  macs_after=rep.macs_after, history=rep.history, reused=reused)
+            for u in rep.unprunable:
+                warn(f"layer {u['layer']} ({u['type']}) keeps its channels: {u['reason']}")
+            continue
+        stage(name, rep.settings, t0, wrapped_layers=rep.wrapped_layers, skipped_layers=rep.skipped_layers,
+              history=rep.history, reused=reused)
+        what = "pruned; left dense" if name == "prune" else "clustered; left as it was"
+        for s in rep.skipped_layers:
+            warn(f"layer {s['layer']} ({s['type']}) cannot be {what}")
+        if name == "prune":
+            out.pruned, out.prune_input, out.pruned_keras = True, base, out.model
+        else:
+            out.clustered = True
+    return out
+
+
+def train_prefix(model: Any, data: Any, recipe: Recipe, stage_cache: dict, *, depth: int,
+                 warn: Callable[[str], None] | None = None) -> tuple:
+    """Run the first ``depth`` reusable stages of ``recipe`` into ``stage_cache`` (taking what is
+    already there) and return the key of the last one: what a sweep computes once for the points that
+    share it. ``model``: a path or LoadedModel; ``data``: the fine-tuning data."""
+    from edgekit.optimize.loading import LoadedModel, load_model
+
+    recipe = recipe.check()
+    keys = stage_keys("", recipe)
+    if not 1 <= depth <= len(keys):
+        raise ValueError(f"depth {depth} outside 1..{len(keys)}")
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    train = _as_dataset(data, loaded.input_shape, need_labels=True, what="data")
+    loaded.require_keras("prune / cluster / qat")
+    try:
+        _tf.tf().config.experimental.enable_op_determinism()
+    except Exception:  # noqa: BLE001 - only unavailable on exotic builds
+        pass
+    _reusable_stages(loaded.keras, train, recipe, loaded.source, stage_cache, lambda *a, **k: None, None,
+                     warn or (lambda m: None), depth=depth)
+    return stage_keys(loaded.source, recipe)[depth - 1]
+
+
+def pack_stage(model, rep) -> dict:
+    """A stage-cache entry as plain data (architecture JSON, weights, stage report) that can cross
+    processes and machines; unpack_stage rebuilds it exactly."""
+    return {"config": model.to_json(), "weights": [np.asarray(w) for w in model.get_weights()], "report": rep}
+
+
+def unpack_stage(entry: dict, like=None) -> tuple[Any, Any]:
+    """(model, stage report) from pack_stage. ``like``: a model whose layer classes the architecture may
+    name (a user model's own layers)."""
+    keras = _tf.keras()
+    custom = {type(layer).__name__: type(layer) for layer in (like.layers if like is not None else [])}
+    with keras.utils.custom_object_scope(custom):
+        model = keras.models.model_from_json(entry["config"])
+    model.set_weights(entry["weights"])
+    return model, entry["report"]
+
+
+def _cached(cache: dict | None, key: tuple, run: Callable[[], tuple], seed: int) -> tuple[Any, Any, bool]:
+    """Run a training stage from ``seed``, or reuse the model a previous run with the same prefix produced."""
     import copy
 
     if cache is not None and key in cache:
         model, rep = cache[key]
         return _clone(model), copy.deepcopy(rep), True
+    _tf.keras().utils.set_random_seed(seed)
     model, rep = run()
     if cache is not None:
         cache[key] = (_clone(model), copy.deepcopy(rep))

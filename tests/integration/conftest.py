@@ -45,3 +45,49 @@ def digits_files(tmp_path_factory):
     np.savez(d / "test.npz", x=x_test, y=y_test)
     return {"model": d / "tiny.keras", "train": d / "train.npz", "test": d / "test.npz",
             "float_accuracy": acc, "dir": d}
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray for the test session, in this process: two CPUs (two workers at a time), a small
+    object store. Yields its GCS address, which other processes (the CLI) join by --ray-address."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'edgekit[ray]'; make setup does)")
+    from edgekit.ray_executor import start_local
+
+    assert not ray.is_initialized()
+    startup_s = start_local(ray, workers=2, object_store_bytes=256 * 1024 * 1024)
+    yield {"address": ray.get_runtime_context().gcs_address, "startup_s": startup_s}
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_client_address(ray_cluster):
+    """A Ray Client server (what `ray://HOST:PORT` reaches) on the session's Ray, in its own process."""
+    import os
+    import socket
+    import subprocess
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "ray.util.client.server", "--address", ray_cluster["address"],
+                             "--host", "127.0.0.1", "--port", str(port), "--mode", "proxy"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("the Ray Client server did not start")
+            time.sleep(0.3)
+    yield f"ray://127.0.0.1:{port}"
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
