@@ -205,11 +205,14 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
     q = recipe.quantize
     calib = train.x[:q.calibration_samples] if train is not None else None
 
+    # the dense-weight granularity the final model got (chosen by quantize() when q.dense_auto)
+    final_dense = {"per_tensor": q.dense_per_tensor}
+
     def quantize_like_final(keras_model, saved_model_dir=None, sparse: bool = False) -> bytes:
         from edgekit.conversion.strip import strip_for_micro
 
         out = to_tflite(keras_model=keras_model, saved_model_dir=saved_model_dir, mode=q.mode, io=q.io,
-                        calibration=calib, dense_per_tensor=q.dense_per_tensor, sparse=sparse)
+                        calibration=calib, dense_per_tensor=final_dense["per_tensor"], sparse=sparse)
         return strip_for_micro(out) if recipe.strip else out
 
     def quantize(keras_model, saved_model_dir) -> bytes:
@@ -226,6 +229,7 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
             settings.update(dense_per_tensor=chosen["dense_per_tensor"], activations=chosen["activations"],
                             bias_correction=chosen["bias_correction"], auto_fix=chosen["name"])
             stage("quantize", settings, t0, bytes=len(out), doctor=doc)
+            final_dense["per_tensor"] = bool(chosen["dense_per_tensor"])
             return out
         out = to_tflite(keras_model=keras_model, saved_model_dir=saved_model_dir,
                         mode=q.mode, io=q.io, calibration=calib, dense_per_tensor=q.dense_per_tensor)
@@ -238,6 +242,7 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
                 dense_per_tensor=True), test)
             settings["dense_per_tensor"] = (extra["dense_choice"] or {}).get("chosen") == "per-tensor"
         stage("quantize", settings, t0, bytes=len(out), **{k: v for k, v in extra.items() if v})
+        final_dense["per_tensor"] = bool(settings["dense_per_tensor"])
         return out
 
     # float32 baseline of the input model; without training stages the quantized model is converted
@@ -251,6 +256,7 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
         # what pruning buys is measured against the input model quantized like the final one
         reference = quantize_like_final(loaded.keras, source_dir) \
             if recipe.prune_channels is not None or recipe.prune is not None else None
+        reference_dense = final_dense["per_tensor"]
         if not recipe.trains:
             final = quantize(loaded.keras, source_dir)
 
@@ -310,6 +316,8 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
     from edgekit.conversion.strip import byte_breakdown
 
     t0 = time.perf_counter()
+    if reference is not None and reference_dense != final_dense["per_tensor"]:
+        reference = quantize_like_final(loaded.keras)      # the final model's dense granularity was chosen later
     channel_doc, unstructured_doc = payoff.measure(
         recipe, reference=reference, final=final, final_arena=evaluation.get("tflm_arena_bytes"),
         channel_rep=channel_rep, prune_input=prune_input, pruned=pruned_keras, quantize=quantize_like_final,
