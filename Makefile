@@ -6,6 +6,8 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.edgekit-installed
 APT_STAMP := $(VENV)/.edgekit-apt
 PYTEST_ARGS ?=
+# two test workers (tests/conftest.py keeps firmware and device-link tests together on one)
+PYTEST_WORKERS ?= 2
 
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONDONTWRITEBYTECODE := 1
@@ -59,7 +61,7 @@ demo: setup
 	$(PY) examples/digits/run.py --out build/digits
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow and not qemu" $(PYTEST_ARGS)
