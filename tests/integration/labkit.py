@@ -2,8 +2,8 @@
 
 - a labgrid coordinator on a free 127.0.0.1 port;
 - boards: two virtual boards (edgekit's Python device on a pty) and, when QEMU and the cross compiler
-  are here, the emulated Cortex-M4 running the protocol test firmware (the real TFLM firmware's build
-  would cost a minute on a cold cache; the link, not TFLM, is what a farm test exercises);
+  are here, the emulated Cortex-M4 running the real TFLM firmware built from a tflite-micro tree
+  (EDGEKIT_TFLM_SRC; the protocol test firmware when no tree is given, and the test says so);
 - ser2net serving each board's pty over RFC 2217 on 127.0.0.1 (one connection per board);
 - a power switch: a tiny HTTP relay on 127.0.0.1 speaking labgrid's ``simplerest`` NetworkPowerPort
   protocol; switching a virtual board's outlet off mutes it, on reboots it (a new boot nonce);

@@ -31,6 +31,21 @@ def _have_qemu() -> bool:
     return shutil.which("qemu-system-arm") is not None and shutil.which("arm-none-eabi-gcc") is not None
 
 
+def _m4_firmware(model: bytes):
+    """The emulated M4's firmware: real TFLM + CMSIS-NN built from a tflite-micro tree (EDGEKIT_TFLM_SRC)
+    when one is given, else the protocol test firmware (said so in the test's output)."""
+    from edgekit.boards import load_board
+    from edgekit.runners.qemu import QemuRunner, build_test_firmware
+    from edgekit.tflm.tree import find_trees
+
+    tree = next((t for t in find_trees().trees if t.layout == "tflite-micro" and not t.problems), None)
+    if tree is None:
+        print("farm: no tflite-micro tree in EDGEKIT_TFLM_SRC; the emulated M4 runs the protocol test firmware")
+        return build_test_firmware(), "test"
+    runner = QemuRunner(load_board("qemu-m4"), options={"tflm_src": str(tree.root)})
+    return runner.build_for([model]).elf, "tflm"
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, tiny_model):
     from edgekit.link.virtual_board import VirtualBoard
@@ -41,10 +56,12 @@ def lab(tmp_path_factory, tiny_model):
     boards = {"vb1": VirtualBoard(tiny_model, board_id="virtual"), "vb2": VirtualBoard(tiny_model, board_id="virtual")}
     ptys = {name: b.start() for name, b in boards.items()}
     machine = None
+    m4_firmware = None
     if _have_qemu():
-        from edgekit.runners.qemu import QemuMachine, build_test_firmware
+        from edgekit.runners.qemu import QemuMachine
 
-        machine = QemuMachine(build_test_firmware())
+        elf, m4_firmware = _m4_firmware(tiny_model)
+        machine = QemuMachine(elf)
         ptys["m4"] = machine.start()
         machine.boot()
     relay = Relay()
@@ -72,6 +89,7 @@ def lab(tmp_path_factory, tiny_model):
             groups["m4"] = serial("m4")
         lab.exporter("lab1", groups)
         lab.boards, lab.relay, lab.ser2net, lab.machine = boards, relay, ser2net, machine
+        lab.m4_options = {"firmware": m4_firmware} if m4_firmware else {}
         yield lab
     finally:
         lab.close()
@@ -194,9 +212,12 @@ def test_the_emulated_m4_on_a_place(lab, model_file):
     from edgekit.profiling import profile
 
     result = profile(model_file, place="m4", coordinator=lab.coordinator, runs=10, warmup=1,
-                     options={"firmware": "test"})
+                     options=lab.m4_options)
     d = result.to_dict()
     assert d["board"]["id"] == "qemu-m4" and d["device"]["board_id"] == "qemu-m4"
+    if lab.m4_options["firmware"] == "tflm":       # real TFLM on the target ISA: counted instructions
+        assert d["timing"]["source"] == "emulated" and d["latency_us"] is None
+        assert d["instructions"]["median"] > 1000   # the tiny CNN runs thousands of instructions
     assert d["runner"] == "qemu" and d["place"]["port"].startswith("rfc2217://127.0.0.1:")
     assert lab.holder("m4") is None
 
@@ -205,7 +226,8 @@ def test_farm_profile_on_three_places_in_parallel(lab, model_file, tmp_path):
     places = ["vb-1", "vb-2"] + (["m4"] if lab.machine is not None else [])
     out_dir = tmp_path / "farm"
     out = _cli("farm", "profile", str(model_file), "--places", ",".join(places), "--coordinator", lab.coordinator,
-               "--runs", "20", "--warmup", "1", "--opt", "firmware=test", "-o", str(out_dir), "--json", timeout=240)
+               "--runs", "20", "--warmup", "1", *(["--opt", "firmware=test"] if lab.m4_options.get("firmware") == "test" else []),
+               "-o", str(out_dir), "--json", timeout=240)
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     assert doc["schema"] == "edgekit.farm-profile/1" and doc["jobs"] == len(places)
