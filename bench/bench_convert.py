@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+ARENA_BUDGET_BYTES = 12 * 1024     # the lut-auto chain's RAM budget row
 sys.path.insert(0, str(ROOT / "examples" / "digits"))
 
 MINIMAL_SCRIPT = r'''
@@ -94,6 +95,10 @@ def main() -> int:
             if prune is None:      # the same chain with the bits chosen per tensor (only where it pays)
                 chains.append((f"cluster {clusters} + QAT + lut-auto",
                                Recipe.from_flags(cluster=clusters, qat=True, compress="auto", epochs=e)))
+            if prune is None and clusters == 8:   # auto under an arena budget between plain int8's and lut's
+                budgeted = Recipe.from_flags(cluster=clusters, qat=True, compress="auto", epochs=e)
+                budgeted.compress.max_arena_bytes = ARENA_BUDGET_BYTES
+                chains.append((f"cluster 8 + QAT + lut-auto, --max-arena {ARENA_BUDGET_BYTES // 1024}k", budgeted))
     # structured pruning first: a smaller model for the same chain (bench/bench_prune_channels.py has more)
     chains.append(("prune-channels 0.4 + cluster 4 + QAT + lut2",
                    Recipe.from_flags(prune_channels=0.4, cluster=4, qat=True, compress="lut2", epochs=e)))

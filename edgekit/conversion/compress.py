@@ -185,7 +185,9 @@ def _fit_arena(model: bytes, out: bytes, specs: list, by_index: dict, budget: in
     TFLM's DECODE writes each compressed tensor's int8 weights into the tensor arena (no alternate
     decompression buffer is set up by edgekit's firmware), so compression trades flash for RAM. The
     tensor that costs the most decoded bytes per flash byte it saves goes back to plain first, one at a
-    time, each step measured (not estimated). Every row records the arena it was judged against."""
+    time, each step measured (not estimated); then each tensor put back to plain before the last one
+    is tried compressed again (it may fit once a bigger one is plain). Every kept row records the
+    budget it was judged against."""
     arena = measure(out)
     if arena <= budget:
         for t in specs:
@@ -205,13 +207,23 @@ def _fit_arena(model: bytes, out: bytes, specs: list, by_index: dict, budget: in
         return by_index[key]["bytes"] / max(1, by_index[key]["bytes"] - after[key])
 
     keep = sorted(specs, key=cost)           # cheapest last to go
+    dropped = []
     while keep and arena > budget:
         t = keep.pop()
+        dropped.append(t)
         r = by_index[(t.subgraph, t.tensor)]
         r["skipped"] = (f"its {r['bytes']:,} B of decoded weights live in the arena, which was {arena:,} B with it "
                         f"compressed (> the {budget:,} B budget): kept plain")
         out = _run_compress(model, keep) if keep else model
         arena = measure(out)
+    # a tensor dropped early may fit again once a bigger one is plain: try each back, cheapest first
+    for t in sorted(dropped[:-1], key=cost):
+        trial = _run_compress(model, keep + [t])
+        trial_arena = measure(trial)
+        if trial_arena <= budget:
+            keep.append(t)
+            out, arena = trial, trial_arena
+            del by_index[(t.subgraph, t.tensor)]["skipped"]
     for t in keep:
         by_index[(t.subgraph, t.tensor)]["arena_budget_bytes"] = budget
     kept = {(t.subgraph, t.tensor) for t in keep}
