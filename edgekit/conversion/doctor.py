@@ -631,7 +631,7 @@ def diagnose(model: Any, data: Any, eval_data: Any = None, *, board: Any = None,
     from edgekit.conversion.converter import export_for_converter
     from edgekit.conversion.data import calibration_warning
     from edgekit.conversion.pipeline import _as_dataset
-    from edgekit.optimize.loading import LoadedModel, load_model
+    from edgekit.optimize.loading import as_loaded
 
     t_start = time.perf_counter()
     warn = warn or (lambda msg: None)
@@ -641,12 +641,7 @@ def diagnose(model: Any, data: Any, eval_data: Any = None, *, board: Any = None,
     if io not in ("int8", "float"):
         raise UsageError(f"io must be int8 or float, got {io!r}")
     board_obj, facts = _facts(board, tflm_src)
-    if isinstance(model, LoadedModel):
-        loaded = model
-    elif isinstance(model, (str, Path)):
-        loaded = load_model(model, allow_lambda=allow_lambda)
-    else:
-        loaded = LoadedModel(keras=model, origin="tf_keras", source="<in-memory model>")
+    loaded = as_loaded(model, allow_lambda=allow_lambda)
     train = _as_dataset(data, loaded.input_shape, need_labels=False, what="data")
     if train is None:
         from edgekit.errors import DataError

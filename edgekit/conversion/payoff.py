@@ -94,14 +94,14 @@ def channel_section(rep, reference: dict, final: dict, *, params_reference: int,
     }
 
 
-def _int8_sparsity(model: bytes) -> float:
-    """Zeros among the int8 weights of weight ops (what pruning made)."""
+def int8_weight_rows(model: bytes) -> list[dict]:
+    """Per int8 weight tensor of a converted model (weight ops only): zeros and distinct values."""
     from edgekit.conversion.compress import WEIGHT_OPS
     from edgekit.model.graph import parse
     from edgekit.model.load import load_tflite
 
     sg = parse(load_tflite(model)).main
-    zeros = total = 0
+    rows = []
     for op in sg.operators:
         k = WEIGHT_OPS.get(op.op)
         if k is None or len(op.inputs) <= k or op.inputs[k] < 0:
@@ -110,9 +110,16 @@ def _int8_sparsity(model: bytes) -> float:
         if t.data is None or t.dtype != "int8":
             continue
         w = t.data.view(np.int8)
-        zeros += int(np.sum(w == 0))
-        total += int(w.size)
-    return round(zeros / total, 4) if total else 0.0
+        rows.append({"tensor": t.name, "op": op.op, "params": int(w.size), "zeros": int(np.sum(w == 0)),
+                     "sparsity": float(np.mean(w == 0)), "unique_values": int(len(np.unique(w)))})
+    return rows
+
+
+def _int8_sparsity(model: bytes) -> float:
+    """Zeros among the int8 weights of weight ops (what pruning made)."""
+    rows = int8_weight_rows(model)
+    total = sum(r["params"] for r in rows)
+    return round(sum(r["zeros"] for r in rows) / total, 4) if total else 0.0
 
 
 def _litert_runs(model: bytes, delegates: bool) -> tuple[bool, Optional[str]]:

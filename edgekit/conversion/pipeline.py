@@ -85,25 +85,6 @@ def _io_details(model: bytes) -> dict:
     return {"inputs": [one(i) for i in sg.inputs], "outputs": [one(i) for i in sg.outputs]}
 
 
-def _tflite_sparsity(model: bytes) -> list[dict]:
-    """Per int8 weight tensor of the converted model: zeros and distinct values."""
-    from edgekit.conversion.compress import WEIGHT_OPS
-
-    sg = _main_subgraph(model)
-    rows = []
-    for op in sg.operators:
-        k = WEIGHT_OPS.get(op.op)
-        if k is None or len(op.inputs) <= k or op.inputs[k] < 0:
-            continue
-        t = sg.tensors[op.inputs[k]]
-        if t.data is None or t.dtype != "int8":
-            continue
-        w = t.data.view(np.int8)
-        rows.append({"tensor": t.name, "op": op.op, "params": int(w.size), "sparsity": float(np.mean(w == 0)),
-                     "unique_values": int(len(np.unique(w)))})
-    return rows
-
-
 def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe | None = None,
             out_dir: str | Path | None = None, *, allow_lambda: bool = False,
             progress: ProgressFn | None = None,
@@ -125,7 +106,7 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
     per-channel (``quantize.dense_auto``; doctor.choose_dense).
     """
     from edgekit.optimize import tfmot_adapter as mot
-    from edgekit.optimize.loading import LoadedModel, load_model
+    from edgekit.optimize.loading import as_loaded
     from edgekit.conversion.converter import export_for_converter, to_tflite
 
     recipe = (recipe or Recipe()).check()
@@ -161,12 +142,7 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
             progress("stages", len(stages), None)
 
     t0 = time.perf_counter()
-    if isinstance(model, LoadedModel):
-        loaded = model
-    elif isinstance(model, (str, Path)):
-        loaded = load_model(model, allow_lambda=allow_lambda)
-    else:
-        loaded = LoadedModel(keras=model, origin="tf_keras", source="<in-memory model>")
+    loaded = as_loaded(model, allow_lambda=allow_lambda)
     input_shape = loaded.input_shape
     stage("load", {"source": loaded.source, "origin": loaded.origin}, t0, notes=loaded.notes)
 
@@ -350,7 +326,7 @@ def convert(model: Any, data: Any = None, eval_data: Any = None, recipe: Recipe 
         "sparsity": {
             "keras_before": keras_layers_before,
             "keras_after": keras_layers_after,
-            "tflite": _tflite_sparsity(final) if recipe.quantize.mode == "int8" and not compressed else [],
+            "tflite": payoff.int8_weight_rows(final) if recipe.quantize.mode == "int8" and not compressed else [],
         },
         "channel_pruning": channel_doc,
         "unstructured_pruning": unstructured_doc,

@@ -307,3 +307,12 @@ def rebuild_as_tf_keras(k3) -> tuple[Any, list[str]]:
         if w.shape != g.shape or not np.allclose(w, g, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(w).max()))):
             raise UnsupportedModelError("the tf_keras rebuild of the Keras 3 model gives different outputs")
     return model, notes
+
+
+def as_loaded(model, *, allow_lambda: bool = False) -> LoadedModel:
+    """``model`` as a LoadedModel: one already, a path (loaded), or an in-memory tf_keras model."""
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, (str, Path)):
+        return load_model(model, allow_lambda=allow_lambda)
+    return LoadedModel(keras=model, origin="tf_keras", source="<in-memory model>")
