@@ -9,6 +9,7 @@ import os
 import random
 import shutil
 import struct
+import uuid
 
 import pytest
 
@@ -282,10 +283,10 @@ def test_profile_cli_boots_the_qemu_board_itself(tmp_path):
 
     path = tmp_path / "my model.tflite"
     path.write_bytes(int8_cnn())
-    before = _qemu_pids()
+    mark = uuid.uuid4().hex
     r = subprocess.run([sys.executable, "-m", "edgekit", "profile", str(path), "--board", "qemu-m4", "--runs", "5",
                         "--warmup", "1", "--no-float-baseline", "--opt", "firmware=test", "--json"],
-                       capture_output=True, text=True, timeout=150)
+                       capture_output=True, text=True, timeout=150, env={**os.environ, "EDGEKIT_TEST_MARK": mark})
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["board"]["id"] == "qemu-m4" and doc["runner"] == "qemu"
@@ -294,7 +295,7 @@ def test_profile_cli_boots_the_qemu_board_itself(tmp_path):
     assert doc["device"]["board_id"] == "qemu-m4" and doc["device"]["port"] is None   # started by edgekit
     assert doc["upload"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert doc["latency_us"]["n"] == 5
-    assert _qemu_pids() <= before                            # the QEMU it started is gone
+    assert not _qemu_pids(mark)                              # the QEMU it started is gone
 
 
 def _faulty_model(flags: int) -> bytes:
@@ -352,13 +353,20 @@ def test_runner_quotes_the_device_last_log_line_in_link_errors(monkeypatch):
         vb.stop()
 
 
-def _qemu_pids() -> set[str]:
+def _qemu_pids(mark: str | None = None) -> set[str]:
+    """QEMU processes on this machine; with ``mark``, only those whose environment carries
+    EDGEKIT_TEST_MARK=<mark> (started by one test's command, whatever else runs QEMU meanwhile)."""
     pids = set()
     for pid in os.listdir("/proc"):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if f.read().split(b"\0")[0].endswith(b"qemu-system-arm"):
-                    pids.add(pid)
+                if not f.read().split(b"\0")[0].endswith(b"qemu-system-arm"):
+                    continue
+            if mark is not None:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    if f"EDGEKIT_TEST_MARK={mark}".encode() not in f.read().split(b"\0"):
+                        continue
+            pids.add(pid)
         except OSError:
             continue
     return pids

@@ -12,6 +12,13 @@ from edgekit.errors import (BoardError, CoordinatorUnreachable, PlaceBusy, Place
                             ToolFailed, UsageError)
 from edgekit.runners.seam import ToolResult
 
+
+@pytest.fixture(autouse=True)
+def _client_on_path(monkeypatch):
+    """These tests assert the exact commands with the program as found on PATH (`make test` points
+    EDGEKIT_LABGRID_CLIENT at its own labgrid virtualenv)."""
+    monkeypatch.delenv(farm.CLIENT_ENV, raising=False)
+
 SHOW_FREE = """Place 'nano-1':
   tags: board=nano33ble, rack=3
   matches:
