@@ -50,7 +50,7 @@ LATENCY_EMULATED = "emulated: instructions x CPI / clock"
 LATENCY_MAC = "MAC-based estimate"
 RAM_FIT = "the board's fit: tensor arena as the firmware reserves it + firmware RAM"
 RAM_ARENA = "the exact tensor arena (host TFLM); no board given"
-EMULATE_RUNS = 3                 # emulated inferences per point (-icount: the counts repeat exactly)
+EMULATE_RUNS = 3                 # emulated inferences per point (-icount: runs differ by ~0.02 %)
 EMULATED_FILE = "emulated.json"  # a point's emulated profile, kept for reruns
 
 
@@ -64,6 +64,7 @@ class SweepPoint:
     compress: str = "none"        # what the point got: none | lutN | auto
     granularity: str = "auto"     # dense weights asked for: auto | per-channel | per-tensor
     dense_weights: Optional[str] = None   # what the final model got: per-channel | per-tensor
+    same_model_as: Optional[str] = None   # an earlier point whose model is byte for byte this one
     flash_bytes: int = 0
     arena_bytes: Optional[int] = None     # the exact tensor arena (host TFLM)
     ram_bytes: Optional[int] = None       # with a board: its fit's RAM need; without: the exact arena
@@ -344,7 +345,9 @@ def plan_grid(*, prune=(0.0,), cluster=(0,), prune_channels=(0.0,), compress=("m
     merged: list[dict] = []
     first: dict[str, dict] = {}
     for pc, p, c, comp, gran in itertools.product(prune_channels, prune, cluster, compress, granularity):
-        recipe = made(p, c, pc, comp, gran)
+        # QAT (TF-MOT's scheme) quantizes dense weights per tensor whatever the converter is told: the
+        # granularity axis applies to points without QAT
+        recipe = made(p, c, pc, comp, "auto" if qat and (p or c or pc) else gran)
         pid = point_id(recipe, made(p, c, pc, "match", "auto"))
         asked = {"prune_channels": pc, "prune": p, "cluster": c, "compress": comp, "granularity": gran}
         if pid in recipes:
@@ -355,7 +358,7 @@ def plan_grid(*, prune=(0.0,), cluster=(0,), prune_channels=(0.0,), compress=("m
         recipes[pid], first[pid] = recipe, asked
         points.append(SweepPoint(id=pid, prune=p, cluster=c, prune_channels=pc, compress=compress_label(recipe),
                                  granularity=granularity_label(recipe), recipe=recipe.describe()))
-    return GridPlan(points, recipes, merged, _merge_reasons(merged, first, board, facts) if merged else "")
+    return GridPlan(points, recipes, merged, _merge_reasons(merged, first, board, facts, qat) if merged else "")
 
 
 def sweep(model: str | Path, data: str | Path, eval_data: str | Path, out_dir: str | Path, *,
@@ -450,13 +453,20 @@ def sweep(model: str | Path, data: str | Path, eval_data: str | Path, out_dir: s
                 done += 1
                 if progress:
                     progress("sweep", done, len(points))
+    first_with: dict[str, str] = {}
     for pt in points:
         if pt.id in reports:
             _fill(pt, reports[pt.id], out / "points" / pt.id, board_obj, facts)
+            sha = reports[pt.id].get("model_sha256")
+            if sha in first_with:
+                pt.same_model_as = first_with[sha]
+            elif sha:
+                first_with[sha] = pt.id
     if emulation is not None:
         todo = [pt for pt in points if pt.id in reports and pt.error is None]
+        seen: dict = {}
         for k, pt in enumerate(todo):
-            _emulate(pt, out / "points" / pt.id, emulation)
+            _emulate(pt, out / "points" / pt.id, emulation, seen)
             if progress:
                 progress("emulate", k + 1, len(todo))
     objectives = pareto_objectives(points)
@@ -488,7 +498,7 @@ def sweep(model: str | Path, data: str | Path, eval_data: str | Path, out_dir: s
     return result
 
 
-def _merge_reasons(merged: list[dict], first: dict[str, dict], board, facts) -> str:
+def _merge_reasons(merged: list[dict], first: dict[str, dict], board, facts, qat: bool = True) -> str:
     """Why grid combinations made another point's recipe, one clause per reason. ``first``: point id ->
     the combination that made it."""
     from edgekit.tflm.compat import facts_from_board
@@ -513,7 +523,9 @@ def _merge_reasons(merged: list[dict], first: dict[str, dict], board, facts) -> 
             else:
                 add("lutN with the bits match gives is match")
         if asked["granularity"] != other["granularity"]:
-            if f is not None and not f.per_channel_fully_connected:
+            if qat and (asked["prune"] or asked["cluster"] or asked["prune_channels"]):
+                add("QAT quantizes dense weights per tensor, so --granularity applies to points without QAT")
+            elif f is not None and not f.per_channel_fully_connected:
                 add(f"{board.id}'s TFLM ({f.label}) has no per-channel FULLY_CONNECTED, so dense weights are per "
                     "tensor")
             else:
@@ -540,9 +552,7 @@ def _fill(pt: SweepPoint, rep: dict, folder: Path, board, facts=None) -> None:
     pt.flash_bytes = rep["sizes"]["final_bytes"]
     pt.arena_bytes = ev.get("tflm_arena_bytes")
     pt.ram_bytes = pt.arena_bytes
-    quant = [s for s in rep.get("stages") or [] if s.get("stage") == "quantize"]
-    if quant and (quant[-1].get("settings") or {}).get("dense_per_tensor") is not None:
-        pt.dense_weights = "per-tensor" if quant[-1]["settings"]["dense_per_tensor"] else "per-channel"
+    pt.dense_weights = _dense_weights(folder / "model.tflite")
     if board is not None:
         from edgekit.model.inspect import inspect
 
@@ -566,10 +576,31 @@ def _fill(pt: SweepPoint, rep: dict, folder: Path, board, facts=None) -> None:
             pt.error = f"inspect: {e.message}"
 
 
-def _emulate(pt: SweepPoint, folder: Path, emulation: _Emulation) -> None:
+def _dense_weights(path: Path) -> Optional[str]:
+    """per-channel when any FULLY_CONNECTED weight has a scale per output channel, per-tensor when all
+    have one, None without quantized dense weights (read from the model, not from what was asked)."""
+    from edgekit.errors import EdgekitError
+    from edgekit.model.graph import parse
+    from edgekit.model.load import load_tflite
+    from edgekit.tflm.compat import per_channel_dense_ops
+
+    try:
+        graph = parse(load_tflite(path.read_bytes()))
+    except (OSError, EdgekitError):
+        return None
+    dense = [op for sg in graph.subgraphs for op in sg.operators
+             if op.op == "FULLY_CONNECTED" and len(op.inputs) > 1 and op.inputs[1] >= 0
+             and sg.tensors[op.inputs[1]].scales]
+    if not dense:
+        return None
+    return "per-channel" if per_channel_dense_ops(graph) else "per-tensor"
+
+
+def _emulate(pt: SweepPoint, folder: Path, emulation: _Emulation, seen: dict | None = None) -> None:
     """The point's model on the board's emulated core: instruction counts -> the board's estimated time
     and energy (edgekit.estimate). Kept in the point's folder (``emulated.json``) for reruns: a folder
-    whose model, board and TFLM tree are the same is not run again."""
+    whose model, board and TFLM tree are the same is not run again, nor a model ``seen`` (sha256 ->
+    profile document) in this sweep already."""
     from edgekit.errors import EdgekitError
     from edgekit.fileio import sha256
 
@@ -577,13 +608,14 @@ def _emulate(pt: SweepPoint, folder: Path, emulation: _Emulation) -> None:
     key = {"model_sha256": sha256(model.read_bytes()), "board": emulation.board.id,
            "tflm_root": str(emulation.tree.root), "tflm": emulation.tree.label}
     cache = folder / EMULATED_FILE
-    doc = None
+    kept: dict = {}
     try:
         kept = json.loads(cache.read_text())
-        if kept.get("key") == key and (kept.get("profile") or {}).get("estimate"):
-            doc = kept["profile"]
     except (OSError, ValueError):
         pass
+    doc = (seen or {}).get(key["model_sha256"])
+    if doc is None and isinstance(kept, dict) and kept.get("key") == key and (kept.get("profile") or {}).get("estimate"):
+        doc = kept["profile"]
     if doc is None:
         from edgekit.profiling import profile
 
@@ -595,7 +627,10 @@ def _emulate(pt: SweepPoint, folder: Path, emulation: _Emulation) -> None:
             pt.error = f"emulate: {e.message}"
             return
         doc = res.to_dict()
+    if not isinstance(kept, dict) or kept.get("key") != key or kept.get("profile") != doc:
         write_text(cache, json.dumps({"key": key, "profile": doc}, indent=1) + "\n", skip_if_same=False)
+    if seen is not None:
+        seen[key["model_sha256"]] = doc
     est, energy = doc.get("estimate") or {}, doc.get("energy") or {}
     if est.get("latency_us") is None:
         pt.latency_estimate_us = pt.energy_uj = pt.latency_source = None

@@ -44,15 +44,21 @@ def test_new_axes_get_short_suffixes_and_duplicates_merge():
     assert by["p0_c16"].compress == "lut4" and by["p0_c16_lut2"].compress == "lut2"
     assert by["p0_c16_nolut"].compress == "none" and by["p0_c0_lutauto"].compress == "auto"
     assert grid.recipes["p0_c16_lut2"].compress.index_bits == 2
-    # channel pruning: _ch<f>, the fraction in the recipe, and QAT after it
-    ch = by["p0_c16_ch0.25_dpt"]
-    assert ch.prune_channels == 0.25 and ch.granularity == "per-tensor"
+    # channel pruning: _ch<f>, the fraction in the recipe, and QAT after it; QAT quantizes dense weights
+    # per tensor whatever the converter is told, so granularity applies to the untrained points only
+    ch = by["p0_c16_ch0.25"]
+    assert ch.prune_channels == 0.25 and ch.granularity == "auto"
     rc = grid.recipes[ch.id]
-    assert rc.prune_channels.fraction == 0.25 and rc.qat is not None and rc.quantize.dense_per_tensor
+    assert rc.prune_channels.fraction == 0.25 and rc.qat is not None and not rc.quantize.dense_per_tensor
+    assert not any(i.endswith("_dpt") for i in by if i != "p0_c0_dpt" and i != "p0_c0_lutauto_dpt")
     assert len(grid.points) + len(grid.merged) == 2 * 2 * 5 * 2
     same = {m["same_as"] for m in grid.merged}
     assert same <= set(by)
-    assert "lutN compresses clustered points only" in grid.reasons
+    assert "lutN compresses clustered points only" in grid.reasons and "QAT quantizes dense weights" in grid.reasons
+    # without QAT every point has the axis
+    no_qat = plan_grid(cluster=[16], prune_channels=[0.25], granularity=["auto", "per-tensor"], qat=False)
+    assert [p.id for p in no_qat.points] == ["p0_c16_ch0.25", "p0_c16_ch0.25_dpt"]
+    assert no_qat.recipes["p0_c16_ch0.25_dpt"].quantize.dense_per_tensor
     # every id names one recipe, every recipe one id
     dicts = [repr(r.to_dict()) for r in grid.recipes.values()]
     assert len(set(dicts)) == len(dicts)
@@ -82,7 +88,7 @@ def test_a_tree_with_decode_keeps_compression_on_a_board():
 
     facts = RuntimeFacts(label="tflite-micro", source="test", ops=None, decode=True, per_channel_fully_connected=True)
     grid = plan_grid(cluster=[8], compress=["match", "none"], granularity=["auto", "per-tensor"],
-                     board=load_board("nano33ble"), facts=facts)
+                     board=load_board("nano33ble"), facts=facts, qat=False)
     assert [p.id for p in grid.points] == ["p0_c8", "p0_c8_dpt", "p0_c8_nolut", "p0_c8_nolut_dpt"]
     assert grid.points[0].compress == "lut3"
 
@@ -177,7 +183,8 @@ def test_channel_pruned_points_share_their_prefix_and_name_it():
 
 
 def test_compress_and_granularity_variants_share_every_training_stage():
-    grid = plan_grid(cluster=[8], prune_channels=[0.25], compress=["match", "none"], granularity=["auto", "per-tensor"])
+    grid = plan_grid(cluster=[8], prune_channels=[0.25], compress=["match", "none"], granularity=["auto", "per-tensor"],
+                     qat=False)
     tasks, needs = shared_prefixes(_jobs(grid), "m.keras")
     assert [t.label() for t in tasks] == ["prune-channels 0.25", "prune-channels 0.25 + cluster 8"]
     assert all(n == [tasks[0].key, tasks[1].key] for n in needs.values()) and len(needs) == 4
