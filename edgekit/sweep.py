@@ -722,9 +722,14 @@ def _plot(result: SweepResult) -> Optional[bytes]:
         else:
             ax.plot([getattr(p, attr) * scale for p in front], [100 * p.accuracy for p in front], "-o",
                     c="#d1495b", label="Pareto front", zorder=3)
+        twins: dict[str, list[str]] = {}
         for p in shown:
-            ax.annotate(p.id, (getattr(p, attr) * scale, 100 * p.accuracy), fontsize=7, xytext=(4, 3),
-                        textcoords="offset points")
+            if p.same_model_as:
+                twins.setdefault(p.same_model_as, []).append(p.id)
+        for p in shown:
+            if not p.same_model_as:        # a point whose model is another's is named with it
+                ax.annotate(" = ".join([p.id, *twins.get(p.id, [])]), (getattr(p, attr) * scale, 100 * p.accuracy),
+                            fontsize=7, xytext=(4, 3), textcoords="offset points")
         if result.best and getattr(result.best, attr) is not None:
             ax.scatter([getattr(result.best, attr) * scale], [100 * result.best.accuracy], s=160,
                        facecolors="none", edgecolors="#00798c", linewidths=2, label=f"chosen: {result.best.id}",
