@@ -15,14 +15,16 @@ def _human(out: Output, res: dict) -> None:
     from rich.table import Table
 
     t = Table(title="edgekit sweep", header_style="bold")
-    for col in ("point", "recipe", "bytes", "arena", "RAM", "accuracy", "est. ms", "µJ", "floor µs", "fits",
+    for col in ("point", "recipe", "dense", "bytes", "arena", "RAM", "accuracy", "est. ms", "µJ", "floor µs", "fits",
                 "Pareto", "meets"):
         t.add_column(col, justify="left" if col in ("point", "recipe") else "right")
     for p in res["points"]:
         if p["error"]:
-            t.add_row(p["id"], p["recipe"], "-", "-", "-", f"error: {p['error'][:40]}", "", "", "", "", "", "")
+            t.add_row(p["id"], p["recipe"], "-", "-", "-", "-", f"error: {p['error'][:40]}", "", "", "", "", "", "")
             continue
-        t.add_row(p["id"] + (" (done before)" if p["reused"] else ""), p["recipe"], f"{p['flash_bytes']:,}",
+        t.add_row(p["id"] + (" (done before)" if p["reused"] else ""), p["recipe"],
+                  {"per-tensor": "tensor", "per-channel": "channel"}.get(p.get("dense_weights"), "-"),
+                  f"{p['flash_bytes']:,}",
                   f"{p['arena_bytes']:,}" if p["arena_bytes"] else "-",
                   f"{p['ram_bytes']:,}" if p.get("ram_bytes") else "-",
                   f"{100 * p['accuracy']:.2f} %" if p["accuracy"] is not None else "-",
@@ -43,7 +45,8 @@ def _human(out: Output, res: dict) -> None:
     if sources:
         out.console.print("[dim]µJ: the board's active power x est. ms; floor µs: the roofline lower bound; "
                           "all estimates, none measured on a board[/dim]")
-    out.console.print(f"[dim]RAM: {res.get('ram_source', '')}; Pareto over "
+    out.console.print(f"[dim]dense: the scales of the model's dense weights, per tensor or per channel; RAM: "
+                      f"{res.get('ram_source', '')}; Pareto over "
                       f"{', '.join(res.get('pareto_objectives') or [])}[/dim]")
     if res.get("merged"):
         out.console.print(f"[dim]{len(res['merged'])} grid combination(s) made another point's recipe and ran "
