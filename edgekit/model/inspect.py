@@ -239,14 +239,17 @@ def board_estimate(macs: int, board) -> dict[str, Any] | None:
 
 
 def inspect(model: str | os.PathLike | bytes | VerifiedModel, board: Any = None, *,
-            measure_arena_bytes: bool = True, timeout_s: float | None = None) -> InspectResult:
+            measure_arena_bytes: bool = True, timeout_s: float | None = None,
+            runtime_facts: Any = None) -> InspectResult:
     """Inspect a .tflite model (path or bytes).
 
     Returns an InspectResult (``to_dict()`` for JSON): inputs/outputs with quantization, op
     histogram, MACs and parameters per op and in total, weight bytes and sparsity per tensor, float
     tensors left in an integer model, ops TFLM cannot run, the exact minimal tensor arena measured on
     the host TFLM runtime, and with ``board`` (id or edgekit.boards.Board) the flash/RAM fit and a
-    roofline latency bound. Raises an EdgekitError for anything that is not a valid .tflite.
+    roofline latency bound. ``runtime_facts`` (edgekit.tflm.compat.RuntimeFacts): the board's TFLM
+    runtime when it is not the board file's (a tree given by --tflm-src). Raises an EdgekitError for
+    anything that is not a valid .tflite.
     """
     verified = load_tflite(model)
     graph = parse(verified)
@@ -312,7 +315,8 @@ def inspect(model: str | os.PathLike | bytes | VerifiedModel, board: Any = None,
         from edgekit.fit import fit
         from edgekit.tflm.compat import check_model, facts_from_board
 
-        facts = facts_from_board(board) if board.runtime == "tflm" else None
+        facts = None if board.runtime != "tflm" else (
+            runtime_facts if runtime_facts is not None else facts_from_board(board))
         problems = check_model(verified, facts) if facts is not None else []
         fit_report = fit(board, model_bytes=verified.size_bytes, arena_min_bytes=arena.arena_bytes,
                          quantization=quant, arena_error=arena.error, unsupported_ops=unsupported,
