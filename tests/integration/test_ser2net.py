@@ -3,7 +3,6 @@ through ``rfc2217://127.0.0.1:PORT`` like a board on another machine."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 
@@ -11,36 +10,18 @@ import pytest
 
 from conformance.linkkit import model_cache_dir, tiny_model  # noqa: F401
 from edgekit.link.virtual_board import VirtualBoard
+from labkit import free_port, wait_listening
 
 pytestmark = [pytest.mark.timeout(120),
               pytest.mark.skipif(shutil.which("ser2net") is None,
                                  reason="ser2net not installed (tools/apt-packages.txt)")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_listening(port: int, proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"ser2net exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"ser2net did not listen on {port} within {timeout_s} s")
-
-
 @pytest.fixture
 def remote_board(tmp_path, tiny_model):
     board = VirtualBoard(tiny_model, board_id="virtual")
     pty_path = board.start()
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "ser2net.yaml"
     config.write_text(
         "%YAML 1.1\n---\n"
@@ -55,7 +36,7 @@ def remote_board(tmp_path, tiny_model):
                              "-P", str(tmp_path / "ser2net.pid")],
                             stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait_listening(port, proc)
+        wait_listening(port, proc, "ser2net")
         # the probe connection above may still be closing; give ser2net a moment to free the device
         time.sleep(0.2)
         yield f"rfc2217://127.0.0.1:{port}", board
